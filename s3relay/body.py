@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_body -*-
+"""The client's request body as the upstream request's body producer.
+
+Bytes go from the client socket through a ``BodyFilter`` (which verifies
+and may re-frame them) straight to the upstream socket.  Until the Agent
+starts the producer (the upstream connection is not there yet) a little is
+buffered, then the client is paused; after that the upstream's pause and
+resume map onto the client socket, so memory stays flat whatever the size.
+The last byte is held back until the filter's final check passes: a body
+that fails verification reaches the upstream one byte short, and the
+upstream stores nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from .bodyplan import BodyFilter
+from .errors import S3Error
+
+#: Bytes buffered before the upstream connection is ready.
+HIGH_WATER = 256 * 1024
+
+
+class BodySource(Protocol):
+    """The client side: what to pause when the upstream cannot keep up."""
+
+    def pauseBody(self) -> None: ...
+
+    def resumeBody(self) -> None: ...
+
+
+class BodyRejected(Exception):
+    """The client's body failed verification; carries the S3 error."""
+
+    def __init__(self, error: S3Error) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
+@implementer(IBodyProducer)
+class StreamingBody:
+    """Feeds a verified client body to the Agent, with backpressure both ways."""
+
+    def __init__(
+        self,
+        length: int,
+        body_filter: BodyFilter,
+        source: BodySource,
+        on_rejected: Callable[[S3Error], None],
+        high_water: int = HIGH_WATER,
+    ) -> None:
+        self.length = length
+        self._filter = body_filter
+        self._source = source
+        self._on_rejected = on_rejected
+        self._high_water = high_water
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        #: The last output byte, sent only once the body has verified.
+        self._held = b""
+        self._consumer: IConsumer | None = None
+        self._finished: Deferred[None] | None = None
+        self._complete = False
+        self._stopped = False
+        #: Why the body was refused, once it was.
+        self.error: S3Error | None = None
+        #: Client body bytes taken in so far.
+        self.received = 0
+
+    # The client side (fed by RelayRequest).
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._stopped or self.error is not None:
+            return
+        self.received += len(data)
+        try:
+            out = self._filter.feed(data)
+        except S3Error as e:
+            self._reject(e)
+            return
+        if out:
+            out, self._held = self._held + out[:-1], out[-1:]
+            self._send(out)
+
+    def bodyComplete(self) -> None:
+        self._complete = True
+        if self._consumer is not None:
+            self._end()
+
+    def clientLost(self, reason: object) -> None:
+        """The client went away: abort the upstream request."""
+        self._stopped = True
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.errback(reason)
+
+    # IBodyProducer (driven by the Agent).
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._finished = finished = Deferred()
+        if self.error is not None:
+            self._finished = None
+            finished.errback(BodyRejected(self.error))
+            return finished
+        buffered, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        if buffered:
+            consumer.write(buffered)
+        if self._complete:
+            self._end()
+        else:
+            self._source.resumeBody()
+        return finished
+
+    def pauseProducing(self) -> None:
+        self._source.pauseBody()
+
+    def resumeProducing(self) -> None:
+        if not self._stopped:
+            self._source.resumeBody()
+
+    def stopProducing(self) -> None:
+        # The upstream request is gone; the Deferred must never fire now.
+        self._stopped = True
+        self._finished = None
+
+    def _send(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._consumer is None:
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= self._high_water:
+                self._source.pauseBody()
+        else:
+            self._consumer.write(data)
+
+    def _end(self) -> None:
+        if self._stopped or self.error is not None:
+            return
+        try:
+            tail = self._filter.finish()
+        except S3Error as e:
+            self._reject(e)
+            return
+        data, self._held = self._held + tail, b""
+        self._send(data)
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.callback(None)
+
+    def _reject(self, error: S3Error) -> None:
+        self.error = error
+        self._buffer, self._held = [], b""
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.errback(BodyRejected(error))
+        self._on_rejected(error)

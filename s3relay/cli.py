@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_tap -*-
+"""``s3relay --check-config PATH``: validate a config without starting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, load_config
+from .tap import DEFAULT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="s3relay",
+        description="Check an s3relay configuration. Run the relay with "
+        "'twistd -n --pidfile= s3relay --config PATH'.",
+    )
+    parser.add_argument(
+        "--check-config",
+        metavar="PATH",
+        nargs="?",
+        const=DEFAULT_CONFIG,
+        required=True,
+        help=f"validate the config file (default {DEFAULT_CONFIG}) and exit",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.check_config)
+    except ConfigError as e:
+        print(f"s3relay: {args.check_config}: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.check_config}: ok ({len(config.clients)} client keys, "
+        f"{len(config.credentials)} credential sets, upstream {config.upstream.url})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+# -*- test-case-name: tests.test_config -*-
+"""The relay's configuration: one frozen value parsed from an ini file.
+
+Everything the relay knows about its world arrives here once, is validated
+completely, and is then passed down as a read-only object.  A mistake stops
+startup with one line that names the section and key, because an operator
+reading a journal at 3 a.m. should not have to guess which line is wrong.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+SELF = "self"
+ADDRESSING = ("path", "virtual")
+
+
+class ConfigError(Exception):
+    """A configuration problem, located by section and key."""
+
+    def __init__(self, section: str, key: str | None, message: str) -> None:
+        where = (f"[{section}]" if section else "") + (f" {key}" if key else "")
+        super().__init__(f"{where}: {message}" if where else message)
+        self.section = section
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str
+    #: Names clients use for the relay; ``bucket.<name>`` is virtual-host style.
+    hostnames: tuple[str, ...]
+    #: Regions a client may put in its signature scope.
+    regions: tuple[str, ...]
+    #: Seconds a connection may sit idle between requests or while sending headers.
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str
+    region: str
+    addressing: str
+    #: Persistent connections kept per upstream host.
+    max_connections: int
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def netloc(self) -> str:
+        """Host (and non-default port) as the upstream's Host header wants it."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        default = 443 if parts.scheme == "https" else 80
+        if parts.port is not None and parts.port != default:
+            return f"{host}:{parts.port}"
+        return host
+
+
+@dataclass(frozen=True)
+class CredentialSet:
+    """A key pair the relay signs upstream requests with."""
+
+    name: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """A key pair a client signs its requests to the relay with."""
+
+    name: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    #: Name of the upstream credential set, or ``self``.
+    credentials: str
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    upstream: UpstreamConfig
+    credentials: Mapping[str, CredentialSet]
+    clients: Mapping[str, ClientKey]
+    #: Index of ``clients`` by access key id.
+    clients_by_key: Mapping[str, ClientKey] = field(repr=False)
+
+    def client(self, access_key_id: str) -> ClientKey | None:
+        return self.clients_by_key.get(access_key_id)
+
+    def upstream_credentials(self, client: ClientKey) -> CredentialSet:
+        """The credential set that re-signs ``client``'s requests."""
+        if client.credentials == SELF:
+            return CredentialSet(
+                f"client:{client.name}", client.access_key_id, client.secret_access_key
+            )
+        return self.credentials[client.credentials]
+
+
+class _Section:
+    """One ini section, read key by key so that leftovers can be reported."""
+
+    def __init__(self, name: str, items: Mapping[str, str], base_dir: str) -> None:
+        self.name = name
+        self._items = dict(items)
+        self._base_dir = base_dir
+        self._used: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str:
+        self._used.add(key)
+        value = self._items.get(key, default)
+        if value is None or value == "":
+            if default is not None:
+                return default
+            raise ConfigError(self.name, key, "is required")
+        return value
+
+    def optional(self, key: str) -> str | None:
+        self._used.add(key)
+        return self._items.get(key) or None
+
+    def convert(self, key: str, default: str, parse: Callable[[str], float]) -> float:
+        raw = self.get(key, default)
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise ConfigError(self.name, key, f"{raw!r} is not a number") from None
+        if value <= 0:
+            raise ConfigError(self.name, key, "must be greater than 0")
+        return value
+
+    def secret(self, key: str) -> str:
+        """A secret given inline as ``key`` or in a file named by ``key_file``."""
+        inline, path = self.optional(key), self.optional(f"{key}_file")
+        if inline and path:
+            raise ConfigError(self.name, key, f"give {key} or {key}_file, not both")
+        if path:
+            path = os.path.join(self._base_dir, path)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    value = handle.read().strip()
+            except OSError as e:
+                raise ConfigError(
+                    self.name, f"{key}_file", f"cannot read {path}: {e.strerror}"
+                ) from None
+            if not value:
+                raise ConfigError(self.name, f"{key}_file", f"{path} is empty")
+            return value
+        if inline:
+            return inline
+        raise ConfigError(self.name, key, f"is required (or {key}_file)")
+
+    def check_unknown(self) -> None:
+        for key in sorted(set(self._items) - self._used):
+            raise ConfigError(self.name, key, "unknown key")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _server(section: _Section) -> ServerConfig:
+    hostnames = tuple(h.lower() for h in _names(section.get("hostnames", ",")))
+    regions = _names(section.get("region", "us-east-1"))
+    if not regions:
+        raise ConfigError(section.name, "region", "names no region")
+    return ServerConfig(
+        listen=section.get("listen", "tcp:8080:interface=127.0.0.1"),
+        hostnames=hostnames,
+        regions=regions,
+        idle_timeout=section.convert("idle_timeout", "60", float),
+    )
+
+
+def _upstream(section: _Section) -> UpstreamConfig:
+    url = section.get("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(section.name, "url", f"{url!r} is not an http(s) URL")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(section.name, "url", "must not have a path or query")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(section.name, "url", f"{url!r} has a bad port") from None
+    addressing = section.get("addressing", "path")
+    if addressing not in ADDRESSING:
+        raise ConfigError(section.name, "addressing", "must be path or virtual")
+    return UpstreamConfig(
+        url=url.rstrip("/"),
+        region=section.get("region"),
+        addressing=addressing,
+        max_connections=int(section.convert("max_connections", "32", int)),
+    )
+
+
+def parse_config(text: str, base_dir: str = ".") -> Config:
+    """Parse and validate the ini ``text``; relative file names resolve from ``base_dir``."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\0"
+    )
+    try:
+        parser.read_string(text)
+    except configparser.Error as e:
+        raise ConfigError("", None, f"not a valid ini file: {e.message}") from None
+
+    sections = {name: _Section(name, parser[name], base_dir) for name in parser.sections()}
+    for name in sections:
+        kind = name.split(":", 1)[0]
+        if name not in ("server", "upstream") and kind not in ("credentials", "client"):
+            raise ConfigError(name, None, "unknown section")
+        if kind in ("credentials", "client") and not name.partition(":")[2].strip():
+            raise ConfigError(name, None, f"needs a name: [{kind}:NAME]")
+    if "upstream" not in sections:
+        raise ConfigError("upstream", None, "section is required")
+
+    server = _server(sections.get("server") or _Section("server", {}, base_dir))
+    upstream = _upstream(sections["upstream"])
+
+    credentials: dict[str, CredentialSet] = {}
+    clients: dict[str, ClientKey] = {}
+    for name, section in sections.items():
+        kind, _, label = name.partition(":")
+        label = label.strip()
+        if kind == "credentials":
+            credentials[label] = CredentialSet(
+                name=label,
+                access_key_id=section.get("access_key_id"),
+                secret_access_key=section.secret("secret_access_key"),
+                session_token=section.optional("session_token"),
+            )
+        elif kind == "client":
+            clients[label] = ClientKey(
+                name=label,
+                access_key_id=section.get("access_key_id"),
+                secret_access_key=section.secret("secret_access_key"),
+                credentials=section.get("credentials"),
+            )
+    if SELF in credentials:
+        raise ConfigError(f"credentials:{SELF}", None, f"'{SELF}' is a reserved name")
+
+    by_key: dict[str, ClientKey] = {}
+    for client in clients.values():
+        section_name = f"client:{client.name}"
+        if client.credentials != SELF and client.credentials not in credentials:
+            raise ConfigError(
+                section_name,
+                "credentials",
+                f"no [credentials:{client.credentials}] section",
+            )
+        if client.access_key_id in by_key:
+            other = by_key[client.access_key_id].name
+            raise ConfigError(section_name, "access_key_id", f"already used by [client:{other}]")
+        by_key[client.access_key_id] = client
+
+    for section in sections.values():
+        section.check_unknown()
+    return Config(server, upstream, credentials, clients, by_key)
+
+
+def load_config(path: str) -> Config:
+    """Read and parse the config file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as e:
+        raise ConfigError("", None, f"cannot read {path}: {e.strerror}") from None
+    return parse_config(text, os.path.dirname(os.path.abspath(path)))

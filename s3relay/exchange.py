@@ -1,0 +1,174 @@
+# -*- test-case-name: tests.test_relay -*-
+"""One accepted request relayed upstream, from its first body byte to the
+last response byte, and every way that can end early."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+
+from .body import StreamingBody
+from .bodyplan import BodyFilter, BodyPlan
+from .channel import RelayRequest
+from .errors import S3Error
+from .forward import HOP_BY_HOP, UpstreamRequest
+from .upstream import ResponseRelay
+
+log = Logger(namespace="s3relay")
+
+
+def send_error(request: RelayRequest, error: S3Error, request_id: str, resource: str) -> None:
+    """Answer ``request`` with ``error`` as an S3 XML document."""
+    if request._disconnected or request.finishing:
+        return
+    if request.startedWriting:
+        # Too late for a status: make the failure visible as a cut connection.
+        request.channel.transport.abortConnection()
+        return
+    body = error.to_xml(request_id, resource)
+    request.setResponseCode(error.status)
+    request.responseHeaders.setRawHeaders(b"content-type", [b"application/xml"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    request.responseHeaders.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
+    request.write(body)
+    request.finish()
+
+
+def upstream_error(failure: Failure) -> S3Error:
+    """The S3 error a client gets when the upstream could not be used."""
+    if failure.check(ConnectError, DNSLookupError, ConnectTimeout, ConnectingCancelledError):
+        return S3Error(
+            "ServiceUnavailable",
+            "The upstream S3 service is unreachable; please retry.",
+            503,
+            f"upstream unreachable: {failure.getErrorMessage()}",
+        )
+    return S3Error(
+        "InternalError",
+        "The upstream S3 service failed to answer; please retry.",
+        502,
+        f"upstream failed: {failure.type.__name__}: {failure.getErrorMessage()}",
+    )
+
+
+class Exchange:
+    """Moves one request upstream and its response back."""
+
+    def __init__(
+        self, request: RelayRequest, agent: IAgent, request_id: str, resource: str
+    ) -> None:
+        self.request = request
+        self._agent = agent
+        self.request_id = request_id
+        self.resource = resource
+        self._body: StreamingBody | None = None
+        self._pending: Deferred[IResponse] | None = None
+        self._relay: ResponseRelay | None = None
+        self._client_gone = False
+        request.notifyFinish().addErrback(self._client_lost)
+
+    def start(self, upstream: UpstreamRequest, plan: BodyPlan, body_filter: BodyFilter) -> None:
+        request = self.request
+        producer = None
+        if request.bodyLength == 0:
+            try:
+                body_filter.finish()
+            except S3Error as e:
+                self.refuse(e)
+                return
+        else:
+            producer = self._body = StreamingBody(
+                plan.length, body_filter, request, self._body_rejected
+            )
+            request.bodyReceiver = producer
+        request.sendContinue()
+        headers = Headers(
+            {k.encode("latin-1"): [v.encode("latin-1")] for k, v in upstream.headers.items()}
+        )
+        self._pending = self._agent.request(
+            upstream.method.encode("ascii"), upstream.url.encode("ascii"), headers, producer
+        )
+        self._pending.addCallbacks(self._response, self._failed)
+
+    def refuse(self, error: S3Error) -> None:
+        log.info(
+            "refused {method} {resource}: {code} ({reason}) request_id={request_id}",
+            method=self.request.method.decode("latin-1"),
+            resource=self.resource,
+            code=error.code,
+            reason=error.reason,
+            request_id=self.request_id,
+        )
+        send_error(self.request, error, self.request_id, self.resource)
+
+    def _response(self, response: IResponse) -> None:
+        self._pending = None
+        request = self.request
+        if self._client_gone or request.finishing:
+            response.deliverBody(_Discard())
+            return
+        request.setResponseCode(response.code, response.phrase)
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower().decode("latin-1") not in HOP_BY_HOP:
+                request.responseHeaders.setRawHeaders(name, values)
+        if isinstance(response.length, int) and request.method != b"HEAD":
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
+        request.responseHeaders.setRawHeaders(b"x-s3relay-request-id", [self.request_id.encode()])
+        self._relay = relay = ResponseRelay(request)
+        response.deliverBody(relay)
+        relay.done.addCallbacks(self._response_done, self._response_failed)
+
+    def _response_done(self, _: None) -> None:
+        if not self._client_gone and not self.request.finishing:
+            self.request.finish()
+
+    def _response_failed(self, failure: Failure) -> None:
+        log.warn(
+            "upstream died mid-response to {method} {resource}: {error} request_id={request_id}",
+            method=self.request.method.decode("latin-1"),
+            resource=self.resource,
+            error=failure.getErrorMessage(),
+            request_id=self.request_id,
+        )
+        if not self._client_gone and self.request.channel is not None:
+            # A truncated body must never look complete.
+            self.request.channel.transport.abortConnection()
+
+    def _failed(self, failure: Failure) -> None:
+        self._pending = None
+        if self._body is not None and self._body.error is not None:
+            return  # already answered by _body_rejected
+        if self._client_gone or failure.check(CancelledError):
+            return
+        self.refuse(upstream_error(failure))
+
+    def _body_rejected(self, error: S3Error) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        self.refuse(error)
+
+    def _client_lost(self, reason: Failure) -> None:
+        self._client_gone = True
+        if self._body is not None:
+            self._body.clientLost(reason)
+        if self._relay is not None:
+            self._relay.stop()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+
+class _Discard(Protocol):
+    """Drops a response nobody is waiting for, closing its connection."""
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()

@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.test_forward -*-
+"""The upstream request a verified client request turns into.
+
+Hop-by-hop headers (RFC 9110 §7.6.1, including those named in
+``Connection``) stop here; the client's authentication stops here; the rest
+goes upstream signed with the upstream credentials, every header included, so
+that S3 never sees an unsigned ``x-amz-*`` header.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from . import sigv4
+from .addressing import Target, upstream_location
+from .bodyplan import BodyPlan
+from .config import CredentialSet, UpstreamConfig
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+#: Request headers the relay sets itself (or drops) for the upstream request.
+_RELAY_OWNED = frozenset(
+    {
+        "host",
+        "authorization",
+        "expect",
+        "content-length",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+        "x-amz-decoded-content-length",
+        "x-amz-trailer",
+    }
+)
+
+#: Forwarded but not signed: intermediaries may rewrite it.
+_UNSIGNED = frozenset({"user-agent"})
+
+#: Query parameters of a presigned URL: the client's authentication.
+PRESIGN_PARAMS = frozenset(
+    {
+        b"X-Amz-Algorithm",
+        b"X-Amz-Credential",
+        b"X-Amz-Date",
+        b"X-Amz-Expires",
+        b"X-Amz-SignedHeaders",
+        b"X-Amz-Signature",
+        b"X-Amz-Security-Token",
+    }
+)
+
+
+def end_to_end(headers: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
+    """``headers`` (lowercase names) without the hop-by-hop ones."""
+    named = {
+        token.strip().lower() for value in headers.get("connection", ()) for token in value.split(",")
+    }
+    return {
+        name: values
+        for name, values in headers.items()
+        if name not in HOP_BY_HOP and name not in named
+    }
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    #: Lowercase names; everything but ``user-agent`` is signed.
+    headers: Mapping[str, str]
+
+
+def _wire_query(pairs: Sequence[tuple[bytes, bytes]]) -> str:
+    """The query string as sent: canonical encoding, ``name`` alone when empty."""
+    canonical = sigv4.encode_query(pairs)
+    return "&".join(p[:-1] if p.endswith("=") else p for p in canonical.split("&") if p)
+
+
+def build_upstream_request(
+    method: str,
+    target: Target,
+    raw_query: bytes,
+    presigned: bool,
+    client_headers: Mapping[str, Sequence[str]],
+    plan: BodyPlan,
+    credentials: CredentialSet,
+    upstream: UpstreamConfig,
+    now: datetime.datetime,
+    cache: sigv4.SigningKeyCache,
+) -> UpstreamRequest:
+    """Translate, strip and re-sign a verified client request for ``upstream``."""
+    host, path = upstream_location(target, upstream)
+    pairs = sigv4.query_pairs(raw_query)
+    if presigned:
+        pairs = [(name, value) for name, value in pairs if name not in PRESIGN_PARAMS]
+    headers = {
+        name: ",".join(values)
+        for name, values in end_to_end(client_headers).items()
+        if name not in _RELAY_OWNED
+    }
+    if "content-encoding" not in plan.headers:
+        _drop_aws_chunked(headers)
+    headers.update(plan.headers)
+    headers["host"] = host
+    headers["x-amz-content-sha256"] = plan.payload_hash
+    signed = {name: value for name, value in headers.items() if name not in _UNSIGNED}
+    headers.update(
+        sigv4.sign_headers(
+            method,
+            path,
+            pairs,
+            signed,
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            credentials.session_token,
+            upstream.region,
+            now,
+            cache,
+        )
+    )
+    query = _wire_query(pairs)
+    url = f"{upstream.scheme}://{host}{path}" + (f"?{query}" if query else "")
+    return UpstreamRequest(method, url, headers)
+
+
+def _drop_aws_chunked(headers: dict[str, str]) -> None:
+    encodings = [
+        token.strip()
+        for token in headers.get("content-encoding", "").split(",")
+        if token.strip() and token.strip().lower() != "aws-chunked"
+    ]
+    if encodings:
+        headers["content-encoding"] = ",".join(encodings)
+    else:
+        headers.pop("content-encoding", None)
+

@@ -1,0 +1,33 @@
+# -*- test-case-name: tests.test_tls -*-
+"""Client-facing listeners from Twisted endpoint strings.
+
+Any server endpoint string works (``tcp:``, ``systemd:``, ``unix:``...).
+``ssl:`` is rebuilt around the same key and certificates with ALPN
+``http/1.1`` and TLS 1.2 as the floor: with no ALPN protocols configured,
+current Twisted/pyOpenSSL select an empty protocol and every ALPN-offering
+client (curl, urllib3, Go, Node) fails the handshake (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+
+
+def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """The server endpoint ``description`` names, TLS tuned for HTTP/1.1."""
+    if description.split(":", 1)[0].lower() != "ssl":
+        return endpoints.serverFromString(reactor, description)
+    _, (port, parsed), kwargs = endpoints._parseServer(description, None)
+    options = CertificateOptions(
+        privateKey=parsed.privateKey,
+        certificate=parsed.certificate,
+        extraCertChain=parsed.extraCertChain,
+        dhParameters=parsed.dhParameters,
+        acceptableProtocols=[b"http/1.1"],
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
+    return endpoints.SSL4ServerEndpoint(reactor, port, options, **kwargs)

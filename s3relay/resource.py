@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_relay -*-
+"""The relay resource: authenticate, translate, re-sign, hand over to an Exchange.
+
+``render`` runs when a request's headers have arrived (see ``channel``), so
+every decision here is made before the first body byte is read, and a
+refused request never reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from typing import Mapping, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IAgent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from . import sigv4
+from .addressing import parse_target
+from .bodyplan import plan_body
+from .channel import RelayChannel, RelayRequest
+from .config import Config
+from .errors import S3Error
+from .exchange import Exchange
+from .forward import build_upstream_request
+
+
+def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
+    """The request's headers by lowercase name, values as latin-1 text."""
+    return {
+        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+class RelayResource(Resource):
+    """Every S3 request, whatever its path."""
+
+    isLeaf = True
+
+    def __init__(self, config: Config, agent: IAgent, clock: IReactorTime) -> None:
+        super().__init__()
+        self._config = config
+        self._agent = agent
+        self._clock = clock
+        self._keys = sigv4.SigningKeyCache()
+
+    def _secret_for(self, access_key: str) -> str | None:
+        client = self._config.client(access_key)
+        return client.secret_access_key if client is not None else None
+
+    def render(self, request: RelayRequest) -> int:  # type: ignore[override]
+        request.defaultContentType = None
+        request_id = secrets.token_hex(8).upper()
+        exchange = Exchange(request, self._agent, request_id, request.path.decode("latin-1"))
+        try:
+            self._relay(request, exchange, request_headers(request))
+        except S3Error as e:
+            exchange.refuse(e)
+        return NOT_DONE_YET
+
+    def _relay(
+        self, request: RelayRequest, exchange: Exchange, headers: Mapping[str, Sequence[str]]
+    ) -> None:
+        config = self._config
+        method = request.method.decode("latin-1")
+        raw_path, _, raw_query = request.uri.partition(b"?")
+        host = (headers.get("host") or [""])[0]
+        target = parse_target(host, raw_path, config.server.hostnames)
+        exchange.resource = target.resource
+        now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+        verified = sigv4.verify(
+            method,
+            raw_path,
+            raw_query,
+            headers,
+            now,
+            self._secret_for,
+            config.server.regions,
+            self._keys,
+        )
+        client = config.client(verified.access_key)
+        assert client is not None  # verify() only accepts known keys
+        plan, body_filter = plan_body(headers, verified, request.bodyLength)
+        upstream_request = build_upstream_request(
+            method,
+            target,
+            raw_query,
+            any(name == b"X-Amz-Signature" for name, _ in sigv4.query_pairs(raw_query)),
+            headers,
+            plan,
+            config.upstream_credentials(client),
+            config.upstream,
+            now,
+            self._keys,
+        )
+        exchange.start(upstream_request, plan, body_filter)
+
+
+class RelaySite(Site):
+    """A Site whose channels dispatch requests at the end of their headers.
+
+    No HTTP/2 negotiation: the header-stage takeover is HTTP/1.1 only.
+    """
+
+    protocol = RelayChannel
+    requestFactory = RelayRequest
+
+
+def make_site(config: Config, agent: IAgent, reactor: IReactorTime) -> RelaySite:
+    site = RelaySite(RelayResource(config, agent, reactor), reactor=reactor)
+    site.timeOut = config.server.idle_timeout
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,36 @@
+# -*- test-case-name: tests.test_tap -*-
+"""``twistd s3relay``: command-line options and the service they make."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import ConfigError, load_config
+from .listen import listen_endpoint
+from .resource import make_site
+from .upstream import make_agent
+
+DEFAULT_CONFIG = "/etc/s3relay/s3relay.ini"
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "Path of the s3relay ini file."],
+    ]
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """The relay service: one listener in front of the configured upstream."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        config = load_config(options["config"])
+    except ConfigError as e:
+        raise SystemExit(f"s3relay: {options['config']}: {e}") from None
+    agent = make_agent(reactor, config.upstream)
+    site = make_site(config, agent, reactor)
+    return StreamServerEndpointService(listen_endpoint(reactor, config.server.listen), site)

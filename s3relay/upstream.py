@@ -1,0 +1,65 @@
+# -*- test-case-name: tests.test_relay -*-
+"""The upstream side: a pooled Agent, and responses streamed back to clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IAgent
+
+from .config import UpstreamConfig
+
+#: Seconds an idle pooled connection is kept; below S3's own idle cut-off so
+#: that the relay, not the server, closes it.
+POOL_IDLE_SECONDS = 15
+CONNECT_TIMEOUT = 10
+
+
+def make_agent(reactor: IReactorTime, upstream: UpstreamConfig) -> IAgent:
+    """An Agent with a keep-alive pool sized for ``upstream``."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = upstream.max_connections
+    pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
+    return Agent(reactor, pool=pool, connectTimeout=CONNECT_TIMEOUT)
+
+
+class ResponseRelay(Protocol):
+    """Writes an upstream response body to the client as it arrives.
+
+    The upstream transport is registered as the client request's producer,
+    so a slow client pauses the upstream socket (DESIGN.md §1.8).
+    ``done`` fires when the body ended cleanly and errbacks when the
+    upstream died mid-body, so that the caller can abort the client rather
+    than let a truncated body look complete.
+    """
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.done: Deferred[None] = Deferred()
+        self.sent = 0
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.request.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+    def stop(self) -> None:
+        """The client went away: drop the upstream connection."""
+        if self.transport is not None:
+            self.transport.stopProducing()

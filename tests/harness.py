@@ -1,0 +1,161 @@
+"""Real processes for end-to-end tests: a signature-checking S3 server and the relay.
+
+The S3 server is moto in server mode with IAM enforcement on
+(``INITIAL_NO_AUTH_ACTION_COUNT``): after the few free calls that create an
+IAM user and its key, every request must carry a valid SigV4 signature for
+that key (DESIGN.md §5).  The relay is started the way an operator starts it,
+``twistd -n s3relay --config FILE``, as a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+REPO = Path(__file__).resolve().parent.parent
+FREE_CALLS = 3  # iam CreateUser, PutUserPolicy, CreateAccessKey
+STARTUP_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {STARTUP_SECONDS}s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@dataclass
+class S3Server:
+    """moto on loopback, checking every signature against its IAM keys."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    access_key: str = ""
+    secret_key: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, service: str = "s3") -> object:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def new_access_key(self, user: str = "relay") -> tuple[str, str]:
+        """Another IAM key for ``user`` (needs an authenticated call)."""
+        iam = self.client("iam")
+        key = iam.create_access_key(UserName=user)["AccessKey"]  # type: ignore[attr-defined]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def start_s3(workdir: Path) -> S3Server:
+    port = free_port()
+    log = workdir / "moto.log"
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(FREE_CALLS))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    server = S3Server(port, process)
+    wait_for_port(port, process, log)
+    iam = boto3.client(
+        "iam",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
+    iam.create_user(UserName="relay")
+    iam.put_user_policy(
+        UserName="relay",
+        PolicyName="all",
+        PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+        '"Action":"*","Resource":"*"}]}',
+    )
+    key = iam.create_access_key(UserName="relay")["AccessKey"]
+    server.access_key, server.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+    return server
+
+
+@dataclass
+class Relay:
+    """A running ``twistd -n s3relay`` process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    scheme: str = "http"
+    clients: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def relay_command(config: Path) -> list[str]:
+    twistd = str(Path(sys.executable).parent / "twistd")
+    return [twistd, "-n", "--pidfile=", "s3relay", "--config", str(config)]
+
+
+def relay_env() -> dict[str, str]:
+    """The environment for a relay child: this checkout's plugin and package first."""
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{path}" if path else str(REPO))
+
+
+def start_relay(workdir: Path, config_text: str, port: int, scheme: str = "http") -> Relay:
+    config = workdir / f"relay-{port}.ini"
+    config.write_text(config_text)
+    log = workdir / f"relay-{port}.log"
+    process = subprocess.Popen(
+        relay_command(config),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=relay_env(),
+        cwd=workdir,
+    )
+    relay = Relay(port, process, log, scheme)
+    wait_for_port(port, process, log)
+    return relay
