@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
+from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
@@ -93,7 +94,7 @@ class StreamingBody:
         if self._consumer is not None:
             self._end()
 
-    def clientLost(self, reason: object) -> None:
+    def clientLost(self, reason: Failure) -> None:
         """The client went away: abort the upstream request."""
         self._stopped = True
         finished, self._finished = self._finished, None
@@ -104,7 +105,8 @@ class StreamingBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._finished = finished = Deferred()
+        finished: Deferred[None] = Deferred()
+        self._finished = finished
         if self.error is not None:
             self._finished = None
             finished.errback(BodyRejected(self.error))

@@ -110,15 +110,15 @@ class DecodedBody:
         self._checker.verify()
         if self._framer is None or self._trailer_name is None:
             return b""
-        value = trailers.get(self._trailer_name)
-        if value is None:
+        trailer = trailers.get(self._trailer_name)
+        if trailer is None:
             raise S3Error(
                 "MalformedTrailerError",
                 "The request contained trailing data that was not well-formed.",
                 400,
                 f"declared trailer {self._trailer_name} missing",
             )
-        return self._framer.finish(value)
+        return self._framer.finish(trailer)
 
 
 def _one(headers: Mapping[str, Sequence[str]], name: str) -> str | None:

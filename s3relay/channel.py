@@ -12,7 +12,7 @@ module, and ``tests/test_channel.py`` pins the hook order it relies on.
 from __future__ import annotations
 
 import io
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
@@ -73,17 +73,27 @@ class RelayRequest(server.Request):
 
     def sendContinue(self) -> None:
         """Answer ``Expect: 100-continue``, once the request is accepted."""
-        if self.expectContinue and not self.bodyDone and self.channel is not None:
+        channel = self.relayChannel
+        if self.expectContinue and not self.bodyDone and channel is not None:
             self.expectContinue = False
-            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def pauseBody(self) -> None:
-        if self.channel is not None:
-            self.channel.pauseBody()
+        if self.relayChannel is not None:
+            self.relayChannel.pauseBody()
 
     def resumeBody(self) -> None:
-        if self.channel is not None:
-            self.channel.resumeBody()
+        if self.relayChannel is not None:
+            self.relayChannel.resumeBody()
+
+    def abortConnection(self) -> None:
+        """Cut the client connection: a response that cannot be completed must look cut."""
+        if self.relayChannel is not None:
+            self.relayChannel.transport.abortConnection()
+
+    @property
+    def relayChannel(self) -> RelayChannel | None:
+        return cast("RelayChannel | None", self.channel)
 
     @property
     def finishing(self) -> bool:
@@ -114,6 +124,8 @@ class RelayChannel(http.HTTPChannel):
 
     _bodyPaused = False
     _bodyTimeout: Any = None
+    #: The TCP or TLS transport (ITransport does not declare producer methods).
+    transport: Any
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]

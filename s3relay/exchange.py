@@ -31,7 +31,7 @@ def send_error(request: RelayRequest, error: S3Error, request_id: str, resource:
         return
     if request.startedWriting:
         # Too late for a status: make the failure visible as a cut connection.
-        request.channel.transport.abortConnection()
+        request.abortConnection()
         return
     body = error.to_xml(request_id, resource)
     request.setResponseCode(error.status)
@@ -55,7 +55,7 @@ def upstream_error(failure: Failure) -> S3Error:
         "InternalError",
         "The upstream S3 service failed to answer; please retry.",
         502,
-        f"upstream failed: {failure.type.__name__}: {failure.getErrorMessage()}",
+        f"upstream failed: {getattr(failure.type, '__name__', '?')}: {failure.getErrorMessage()}",
     )
 
 
@@ -138,9 +138,9 @@ class Exchange:
             error=failure.getErrorMessage(),
             request_id=self.request_id,
         )
-        if not self._client_gone and self.request.channel is not None:
+        if not self._client_gone:
             # A truncated body must never look complete.
-            self.request.channel.transport.abortConnection()
+            self.request.abortConnection()
 
     def _failed(self, failure: Failure) -> None:
         self._pending = None

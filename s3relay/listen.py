@@ -21,7 +21,7 @@ def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """The server endpoint ``description`` names, TLS tuned for HTTP/1.1."""
     if description.split(":", 1)[0].lower() != "ssl":
         return endpoints.serverFromString(reactor, description)
-    _, (port, parsed), kwargs = endpoints._parseServer(description, None)
+    _, (port, _, parsed), kwargs = endpoints._parseServer(description, None)
     options = CertificateOptions(
         privateKey=parsed.privateKey,
         certificate=parsed.certificate,

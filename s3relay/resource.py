@@ -51,7 +51,7 @@ class RelayResource(Resource):
         client = self._config.client(access_key)
         return client.secret_access_key if client is not None else None
 
-    def render(self, request: RelayRequest) -> int:  # type: ignore[override]
+    def render(self, request: RelayRequest) -> int:
         request.defaultContentType = None
         request_id = secrets.token_hex(8).upper()
         exchange = Exchange(request, self._agent, request_id, request.path.decode("latin-1"))
@@ -105,7 +105,7 @@ class RelaySite(Site):
     No HTTP/2 negotiation: the header-stage takeover is HTTP/1.1 only.
     """
 
-    protocol = RelayChannel
+    protocol = RelayChannel  # type: ignore[assignment]
     requestFactory = RelayRequest
 
 

@@ -31,6 +31,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         config = load_config(options["config"])
     except ConfigError as e:
         raise SystemExit(f"s3relay: {options['config']}: {e}") from None
-    agent = make_agent(reactor, config.upstream)
-    site = make_site(config, agent, reactor)
-    return StreamServerEndpointService(listen_endpoint(reactor, config.server.listen), site)
+    try:
+        endpoint = listen_endpoint(reactor, config.server.listen)
+    except (OSError, ValueError, TypeError) as e:
+        raise SystemExit(f"s3relay: [server] listen: {e}") from None
+    site = make_site(config, make_agent(reactor, config.upstream), reactor)
+    return StreamServerEndpointService(endpoint, site)

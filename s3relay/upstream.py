@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgent
 
@@ -21,9 +21,16 @@ POOL_IDLE_SECONDS = 15
 CONNECT_TIMEOUT = 10
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """One upstream connection is not worth two log lines."""
+
+    noisy = False
+
+
 def make_agent(reactor: IReactorTime, upstream: UpstreamConfig) -> IAgent:
     """An Agent with a keep-alive pool sized for ``upstream``."""
     pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = _QuietFactory
     pool.maxPersistentPerHost = upstream.max_connections
     pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
     return Agent(reactor, pool=pool, connectTimeout=CONNECT_TIMEOUT)
@@ -62,4 +69,4 @@ class ResponseRelay(Protocol):
     def stop(self) -> None:
         """The client went away: drop the upstream connection."""
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()

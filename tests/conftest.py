@@ -30,7 +30,9 @@ def s3(workdir: Path) -> Iterator[harness.S3Server]:
     harness.stop(server.process)
 
 
-def relay_config(s3: harness.S3Server, listen: str, self_key: tuple[str, str]) -> str:
+def relay_config(
+    s3: harness.S3Server, listen: str, self_key: tuple[str, str], upstream_url: str = ""
+) -> str:
     return f"""
 [server]
 listen = {listen}
@@ -38,7 +40,7 @@ hostnames = {HOSTNAME}
 region = us-east-1, eu-west-1
 
 [upstream]
-url = {s3.url}
+url = {upstream_url or s3.url}
 region = us-east-1
 addressing = path
 
