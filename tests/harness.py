@@ -90,10 +90,11 @@ def start_s3(workdir: Path) -> S3Server:
     log = workdir / "moto.log"
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(FREE_CALLS))
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.moto_keepalive", "127.0.0.1", str(port)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
+        cwd=REPO,
     )
     server = S3Server(port, process)
     wait_for_port(port, process, log)

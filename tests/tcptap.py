@@ -23,6 +23,8 @@ class TcpTap:
         #: Bytes sent towards the S3 server / back to the relay, all connections.
         self.sent_up = 0
         self.sent_down = 0
+        #: Connections accepted so far.
+        self.connections = 0
         #: Reset every connection once this many response bytes went down it.
         self.cut_down_after: int | None = None
         self._closed = False
@@ -38,6 +40,7 @@ class TcpTap:
             server = socket.create_connection(("127.0.0.1", self._target))
             with self._lock:
                 self._sockets += [client, server]
+                self.connections += 1
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 

@@ -193,3 +193,15 @@ def test_client_abort_mid_download_leaves_relay_serving(
     small = f"{tapped.url}/{bucket}"
     reply = send(small, "GET", sign("GET", small, {}, sigv4.EMPTY_SHA256, CLIENT_KEY))
     assert reply.status == 200 and b"<Key>big</Key>" in reply.body
+
+
+def test_upstream_connections_are_reused(tapped: harness.Relay, tap: TcpTap, bucket: str) -> None:
+    url = f"{tapped.url}/{bucket}"
+    send(url, "GET", sign("GET", url, {}, sigv4.EMPTY_SHA256, CLIENT_KEY))
+    before = tap.connections
+    for i in range(20):
+        key = f"{url}/k{i}"
+        headers = sign("PUT", key, {"content-length": "1"}, sigv4.UNSIGNED_PAYLOAD, CLIENT_KEY)
+        assert send(key, "PUT", headers, b"x").status == 200
+        assert send(url, "GET", sign("GET", url, {}, sigv4.EMPTY_SHA256, CLIENT_KEY)).status == 200
+    assert tap.connections - before <= 1, f"{tap.connections - before} new upstream connections"
