@@ -6,6 +6,7 @@ Run ``.venv/bin/python -m tests.demo``; Ctrl-C stops both.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +45,8 @@ credentials = upstream
 """,
             port,
         )
-        aws = shutil.which("aws") or str(harness.REPO / ".venv/bin/aws")
+        venv_aws = Path(sys.executable).parent / "aws"
+        aws = str(venv_aws) if venv_aws.exists() else shutil.which("aws") or "aws"
         env = f"AWS_ACCESS_KEY_ID={DEMO_KEY[0]} AWS_SECRET_ACCESS_KEY={DEMO_KEY[1]}"
         print(
             f"s3relay is listening on {relay.url} in front of a local S3 at {s3.url}\n"
