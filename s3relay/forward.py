@@ -133,7 +133,9 @@ def build_upstream_request(
         )
     )
     query = _wire_query(pairs)
-    url = f"{upstream.scheme}://{host}{path}" + (f"?{query}" if query else "")
+    # Always connect to the configured endpoint; virtual addressing lives in
+    # the Host header, so all buckets share one connection pool and one TLS name.
+    url = upstream.url + path + (f"?{query}" if query else "")
     return UpstreamRequest(method, url, headers)
 
 

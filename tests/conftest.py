@@ -31,7 +31,11 @@ def s3(workdir: Path) -> Iterator[harness.S3Server]:
 
 
 def relay_config(
-    s3: harness.S3Server, listen: str, self_key: tuple[str, str], upstream_url: str = ""
+    s3: harness.S3Server,
+    listen: str,
+    self_key: tuple[str, str],
+    upstream_url: str = "",
+    addressing: str = "path",
 ) -> str:
     return f"""
 [server]
@@ -42,7 +46,7 @@ region = us-east-1, eu-west-1
 [upstream]
 url = {upstream_url or s3.url}
 region = us-east-1
-addressing = path
+addressing = {addressing}
 
 [credentials:main]
 access_key_id = {s3.access_key}

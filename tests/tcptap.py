@@ -23,6 +23,8 @@ class TcpTap:
         #: Bytes sent towards the S3 server / back to the relay, all connections.
         self.sent_up = 0
         self.sent_down = 0
+        #: The first bytes that went upstream, to inspect request heads.
+        self.captured = bytearray()
         #: Connections accepted so far.
         self.connections = 0
         #: Reset every connection once this many response bytes went down it.
@@ -62,6 +64,8 @@ class TcpTap:
                 with self._lock:
                     if up:
                         self.sent_up += len(data)
+                        if len(self.captured) < 65536:
+                            self.captured += data[:4096]
                     else:
                         self.sent_down += len(data)
         except OSError:

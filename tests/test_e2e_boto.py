@@ -11,7 +11,8 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests import harness
-from tests.conftest import CLIENT_KEY, boto_client
+from tests.tcptap import TcpTap
+from tests.conftest import CLIENT_KEY, boto_client, relay_config
 
 AWKWARD_KEYS = [
     "plain.txt",
@@ -193,3 +194,25 @@ def test_upstream_errors_pass_through(client: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as excinfo:
         client.list_objects_v2(Bucket="no-such-bucket-here")
     assert error_code(excinfo) == "NoSuchBucket"
+
+
+def test_virtual_addressing_upstream(workdir: Any, s3: harness.S3Server, upstream: Any,
+                                     self_key: tuple[str, str], bucket: str) -> None:
+    """``addressing = virtual``: the bucket travels in the upstream Host header."""
+    port = harness.free_port()
+    tap = TcpTap(s3.port)
+    text = relay_config(s3, f"tcp:{port}:interface=127.0.0.1", self_key,
+                        f"http://127.0.0.1:{tap.port}", addressing="virtual")
+    relay = harness.start_relay(workdir, text, port)
+    try:
+        client = boto_client(relay.url)
+        client.put_object(Bucket=bucket, Key="v/key with space", Body=b"virtual")
+        assert upstream.get_object(Bucket=bucket, Key="v/key with space")["Body"].read() == b"virtual"
+        listing = client.list_objects_v2(Bucket=bucket)
+        assert [o["Key"] for o in listing["Contents"]] == ["v/key with space"]
+        wire = bytes(tap.captured).lower()
+        assert b"put /v/key%20with%20space http/1.1" in wire
+        assert f"host: {bucket}.127.0.0.1:{tap.port}".encode() in wire
+    finally:
+        harness.stop(relay.process)
+        tap.close()
