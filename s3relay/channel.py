@@ -17,6 +17,8 @@ from typing import Any, Protocol, cast
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from .upstream import tune
+
 
 class BodyReceiver(Protocol):
     """Where a request's body bytes go once a resource has accepted it."""
@@ -126,6 +128,10 @@ class RelayChannel(http.HTTPChannel):
     _bodyTimeout: Any = None
     #: The TCP or TLS transport (ITransport does not declare producer methods).
     transport: Any
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        tune(self.transport)
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]

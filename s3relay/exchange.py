@@ -90,7 +90,7 @@ class Exchange:
             )
             request.bodyReceiver = producer
         request.sendContinue()
-        headers = Headers(
+        headers = _AmzHeaders(
             {k.encode("latin-1"): [v.encode("latin-1")] for k, v in upstream.headers.items()}
         )
         self._pending = self._agent.request(
@@ -165,6 +165,19 @@ class Exchange:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
+
+
+class _AmzHeaders(Headers):
+    """Request headers written with ``x-amz-*`` names in lower case.
+
+    Twisted title-cases header names on the wire; S3-compatible stores may
+    keep user-metadata keys as spelled (moto does), so ``x-amz-meta-colour``
+    must not arrive as ``X-Amz-Meta-Colour``.
+    """
+
+    def getAllRawHeaders(self) -> Any:
+        for name, values in super().getAllRawHeaders():
+            yield (name.lower() if name[:6].lower() == b"x-amz-" else name), values
 
 
 class _Discard(Protocol):

@@ -2,7 +2,9 @@
 
 ``moto_server`` runs on werkzeug's development server, which closes every
 connection; that would hide how the relay's upstream connection pool
-behaves.  Usage: ``python -m tests.moto_keepalive HOST PORT``.
+behaves.  (waitress title-cases response header names, so user-metadata
+keys read straight from this server come back as ``Colour``, not ``colour``.)
+Usage: ``python -m tests.moto_keepalive HOST PORT``.
 """
 
 from __future__ import annotations
