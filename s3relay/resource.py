@@ -83,12 +83,22 @@ class RelayResource(Resource):
         )
         client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
+        query_names = {name for name, _ in sigv4.query_pairs(raw_query)}
+        if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
+            # Client keys are long-term: a session token means the client holds
+            # other credentials than it signed with.  S3 would refuse it too.
+            raise S3Error(
+                "InvalidToken",
+                "The provided token is malformed or otherwise invalid.",
+                400,
+                "a session token with a long-term relay key",
+            )
         plan, body_filter = plan_body(headers, verified, request.bodyLength)
         upstream_request = build_upstream_request(
             method,
             target,
             raw_query,
-            any(name == b"X-Amz-Signature" for name, _ in sigv4.query_pairs(raw_query)),
+            b"X-Amz-Signature" in query_names,
             headers,
             plan,
             config.upstream_credentials(client),

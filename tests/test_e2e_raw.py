@@ -304,3 +304,14 @@ def test_virtual_host_style(relay: harness.Relay, upstream: Any, bucket: str) ->
                    sign("GET", f"http://{bucket}.{HOSTNAME}:{relay.port}/?list-type=2", {},
                         sigv4.EMPTY_SHA256, CLIENT_KEY))
     assert listing.status == 200 and f"<Key>{key}</Key>".encode() in listing.body
+
+
+def test_session_token_with_long_term_key_refused(relay: harness.Relay, bucket: str,
+                                                  object_keys: Keys) -> None:
+    body = b"x"
+    url = f"{relay.url}/{bucket}/k"
+    headers = sign("PUT", url, put_headers(body, **{"x-amz-security-token": "bogus"}),
+                   sigv4.UNSIGNED_PAYLOAD, CLIENT_KEY)
+    reply = send(url, "PUT", headers, body)
+    assert (reply.status, reply.code()) == (400, "InvalidToken")
+    assert object_keys(bucket) == []
