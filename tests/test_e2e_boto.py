@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from tests import harness
 from tests.tcptap import TcpTap
-from tests.conftest import CLIENT_KEY, boto_client, relay_config
+from tests.conftest import CLIENT_KEY, boto_client, needs_trailers, relay_config
 
 AWKWARD_KEYS = [
     "plain.txt",
@@ -118,6 +118,7 @@ def test_upload_file_managed_transfer(client: Any, upstream: Any, bucket: str, t
     assert out.read_bytes() == data
 
 
+@needs_trailers
 def test_when_required_checksums(relay: harness.Relay, upstream: Any, bucket: str) -> None:
     """boto3 with request_checksum_calculation=when_required sends a plain signed body."""
     plain = boto_client(relay.url, request_checksum_calculation="when_required")

@@ -122,7 +122,13 @@ def header_signed(
 def frozen(when: datetime.datetime) -> mock._patch[mock.Mock]:
     """Make botocore sign at ``when``."""
     naive = when.astimezone(UTC).replace(tzinfo=None)
-    return mock.patch.object(botocore.auth, "get_current_datetime", return_value=naive)
+    if hasattr(botocore.auth, "get_current_datetime"):
+        return mock.patch.object(botocore.auth, "get_current_datetime", return_value=naive)
+    # botocore before 1.33 (Debian bookworm's 1.29) reads datetime.datetime.utcnow().
+    clock = mock.Mock(wraps=datetime)
+    clock.datetime = mock.Mock(wraps=datetime.datetime)
+    clock.datetime.utcnow.return_value = naive
+    return mock.patch.object(botocore.auth, "datetime", clock)
 
 
 def _received(request: AWSRequest, host: str) -> Req:

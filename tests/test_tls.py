@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests import harness
-from tests.conftest import boto_client
+from tests.conftest import boto_client, needs_trailers
 
 
 def test_alpn_offering_client_negotiates_http11(tls_relay: harness.Relay,
@@ -46,6 +46,7 @@ def https_client(tls_relay: harness.Relay, tls_files: tuple[Path, Path]) -> Any:
     return boto_client(tls_relay.url, verify=str(tls_files[0]))
 
 
+@needs_trailers
 def test_sdk_trailer_uploads_over_https(https_client: Any, upstream: Any, bucket: str,
                                         tls_relay: harness.Relay) -> None:
     sent: list[str] = []
@@ -62,6 +63,7 @@ def test_sdk_trailer_uploads_over_https(https_client: Any, upstream: Any, bucket
     assert got["Body"].read() == data
 
 
+@needs_trailers
 @pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA256", "CRC64NVME"])
 def test_checksum_algorithms_over_https(https_client: Any, upstream: Any, bucket: str,
                                         algorithm: str) -> None:
