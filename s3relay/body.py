@@ -70,6 +70,8 @@ class StreamingBody:
         self._finished: Deferred[None] | None = None
         self._complete = False
         self._stopped = False
+        #: Why the client went away, once it did.
+        self._lost: Failure | None = None
         #: Why the body was refused, once it was.
         self.error: S3Error | None = None
         #: Client body bytes taken in so far.
@@ -98,6 +100,7 @@ class StreamingBody:
     def clientLost(self, reason: Failure) -> None:
         """The client went away: abort the upstream request."""
         self._stopped = True
+        self._lost = reason
         finished, self._finished = self._finished, None
         if finished is not None:
             finished.errback(reason)
@@ -111,6 +114,10 @@ class StreamingBody:
         if self.error is not None:
             self._finished = None
             finished.errback(BodyRejected(self.error))
+            return finished
+        if self._lost is not None:
+            self._finished = None
+            finished.errback(self._lost)
             return finished
         buffered, self._buffer, self._buffered = b"".join(self._buffer), [], 0
         if buffered:

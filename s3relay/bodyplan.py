@@ -143,7 +143,7 @@ def _length(value: str | None, header: str) -> int:
             411,
             f"no {header}",
         )
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise S3Error("InvalidArgument", f"Invalid {header}: {value!r}.", 400)
     return int(value)
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .config import ConfigError, load_config
+from .listen import listen_endpoint
 from .tap import DEFAULT_CONFIG
 
 
@@ -25,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"validate the config file (default {DEFAULT_CONFIG}) and exit",
     )
     args = parser.parse_args(argv)
+    from twisted.internet import reactor
+
     try:
         config = load_config(args.check_config)
+        listen_endpoint(reactor, config.server.listen)  # parses it and loads TLS files
     except ConfigError as e:
         print(f"s3relay: {args.check_config}: {e}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -135,7 +136,7 @@ class _Section:
             value = parse(raw)
         except ValueError:
             raise ConfigError(self.name, key, f"{raw!r} is not a number") from None
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise ConfigError(self.name, key, "must be greater than 0")
         return value
 
@@ -153,6 +154,8 @@ class _Section:
                 raise ConfigError(
                     self.name, f"{key}_file", f"cannot read {path}: {e.strerror}"
                 ) from None
+            except ValueError:  # a NUL in the name
+                raise ConfigError(self.name, f"{key}_file", "is not a valid file name") from None
             if not value:
                 raise ConfigError(self.name, f"{key}_file", f"{path} is empty")
             return value
@@ -184,10 +187,13 @@ def _server(section: _Section) -> ServerConfig:
 
 def _upstream(section: _Section) -> UpstreamConfig:
     url = section.get("url")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(section.name, "url", f"{url!r} is not an http(s) URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(section.name, "url", f"{url!r} is not an http(s) URL")
-    if parts.path not in ("", "/") or parts.query:
+    if parts.path not in ("", "/") or "?" in url or "#" in url:
         raise ConfigError(section.name, "url", "must not have a path or query")
     try:
         parts.port
@@ -211,16 +217,30 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     )
     try:
         parser.read_string(text)
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            "", None, f"not a valid ini file: line {e.lineno} is outside any [section]"
+        ) from None
+    except configparser.ParsingError as e:
+        # Never quote the line: it may hold a secret.
+        lines = ", ".join(str(lineno) for lineno, _ in e.errors)
+        raise ConfigError("", None, f"not a valid ini file: cannot parse line {lines}") from None
     except configparser.Error as e:
-        raise ConfigError("", None, f"not a valid ini file: {e.message}") from None
+        raise ConfigError("", None, f"not a valid ini file: {e.message.splitlines()[0]}") from None
 
     sections = {name: _Section(name, parser[name], base_dir) for name in parser.sections()}
+    labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
         if name not in ("server", "upstream") and kind not in ("credentials", "client"):
             raise ConfigError(name, None, "unknown section")
         if kind in ("credentials", "client") and not name.partition(":")[2].strip():
             raise ConfigError(name, None, f"needs a name: [{kind}:NAME]")
+        if kind in ("credentials", "client"):
+            named = (kind, name.partition(":")[2].strip())
+            if named in labels:
+                raise ConfigError(name, None, f"same name as [{labels[named]}]")
+            labels[named] = name
     if "upstream" not in sections:
         raise ConfigError("upstream", None, "section is required")
 
@@ -265,7 +285,13 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
 
     for section in sections.values():
         section.check_unknown()
-    return Config(server, upstream, credentials, clients, by_key)
+    return Config(
+        server,
+        upstream,
+        MappingProxyType(credentials),
+        MappingProxyType(clients),
+        MappingProxyType(by_key),
+    )
 
 
 def load_config(path: str) -> Config:

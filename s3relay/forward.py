@@ -87,7 +87,9 @@ class UpstreamRequest:
 def _wire_query(pairs: Sequence[tuple[bytes, bytes]]) -> str:
     """The query string as sent: canonical encoding, ``name`` alone when empty."""
     canonical = sigv4.encode_query(pairs)
-    return "&".join(p[:-1] if p.endswith("=") else p for p in canonical.split("&") if p)
+    return "&".join(
+        p[:-1] if p.endswith("=") and p != "=" else p for p in canonical.split("&") if p
+    )
 
 
 def build_upstream_request(

@@ -16,9 +16,22 @@ from twisted.internet import endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
+from .config import ConfigError
+
 
 def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
-    """The server endpoint ``description`` names, TLS tuned for HTTP/1.1."""
+    """The server endpoint ``description`` names, TLS tuned for HTTP/1.1.
+
+    Raises ConfigError for a description Twisted cannot parse or whose
+    key and certificate files cannot be loaded.
+    """
+    try:
+        return _endpoint(reactor, description)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ConfigError("server", "listen", str(e)) from None
+
+
+def _endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     if description.split(":", 1)[0].lower() != "ssl":
         return endpoints.serverFromString(reactor, description)
     _, (port, _, parsed), kwargs = endpoints._parseServer(description, None)

@@ -29,11 +29,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
     try:
         config = load_config(options["config"])
+        endpoint = listen_endpoint(reactor, config.server.listen)
     except ConfigError as e:
         raise SystemExit(f"s3relay: {options['config']}: {e}") from None
-    try:
-        endpoint = listen_endpoint(reactor, config.server.listen)
-    except (OSError, ValueError, TypeError) as e:
-        raise SystemExit(f"s3relay: [server] listen: {e}") from None
     site = make_site(config, make_agent(reactor, config.upstream), reactor)
     return StreamServerEndpointService(endpoint, site)

@@ -42,3 +42,13 @@ def test_check_config_command(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("nowhere", "self"))
     result = run(str(BIN / "s3relay"), "--check-config", str(config), cwd=tmp_path)
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_check_config_loads_the_listener(tmp_path: Path) -> None:
+    config = tmp_path / "s3relay.ini"
+    config.write_text("[server]\nlisten = ssl:8443:privateKey=/nonexistent.pem\n"
+                      "[upstream]\nurl = http://127.0.0.1:9\nregion = r\n")
+    result = run(str(BIN / "s3relay"), "--check-config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"s3relay: {config}: [server] listen: ")
+    assert "nonexistent.pem" in result.stderr and "Traceback" not in result.stderr
