@@ -14,9 +14,12 @@ from __future__ import annotations
 import io
 from typing import Any, Protocol, cast
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from .metrics import RelayMetrics
 from .upstream import tune
 
 
@@ -128,10 +131,19 @@ class RelayChannel(http.HTTPChannel):
     _bodyTimeout: Any = None
     #: The TCP or TLS transport (ITransport does not declare producer methods).
     transport: Any
+    #: Where to count connections (set by RelaySite).
+    metrics: RelayMetrics | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         tune(self.transport)
+        if self.metrics is not None:
+            self.metrics.connection_opened()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.check_config)
         listen_endpoint(reactor, config.server.listen)  # parses it and loads TLS files
+        if config.metrics_listen:
+            listen_endpoint(reactor, config.metrics_listen, "metrics")
     except ConfigError as e:
         print(f"s3relay: {args.check_config}: {e}", file=sys.stderr)
         return 1

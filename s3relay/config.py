@@ -95,6 +95,8 @@ class Config:
     clients: Mapping[str, ClientKey]
     #: Index of ``clients`` by access key id.
     clients_by_key: Mapping[str, ClientKey] = field(repr=False)
+    #: Endpoint of the management site (/metrics, /healthz, /readyz); None = none.
+    metrics_listen: str | None = None
 
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
@@ -232,7 +234,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
-        if name not in ("server", "upstream") and kind not in ("credentials", "client"):
+        if name not in ("server", "upstream", "metrics") and kind not in ("credentials", "client"):
             raise ConfigError(name, None, "unknown section")
         if kind in ("credentials", "client") and not name.partition(":")[2].strip():
             raise ConfigError(name, None, f"needs a name: [{kind}:NAME]")
@@ -246,6 +248,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
 
     server = _server(sections.get("server") or _Section("server", {}, base_dir))
     upstream = _upstream(sections["upstream"])
+    metrics_listen = sections["metrics"].get("listen") if "metrics" in sections else None
 
     credentials: dict[str, CredentialSet] = {}
     clients: dict[str, ClientKey] = {}
@@ -291,6 +294,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         MappingProxyType(credentials),
         MappingProxyType(clients),
         MappingProxyType(by_key),
+        metrics_listen,
     )
 
 

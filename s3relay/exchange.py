@@ -4,11 +4,13 @@ last response byte, and every way that can end early."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +22,8 @@ from .bodyplan import BodyFilter, BodyPlan
 from .channel import RelayRequest
 from .errors import S3Error
 from .forward import HOP_BY_HOP, UpstreamRequest
+from .management import UpstreamHealth
+from .metrics import RelayMetrics
 from .upstream import ResponseRelay
 
 log = Logger(namespace="s3relay")
@@ -40,6 +44,26 @@ def send_error(request: RelayRequest, error: S3Error, request_id: str, resource:
     request.responseHeaders.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
     request.write(body)
     request.finish()
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """Where requests report what happened to them."""
+
+    metrics: RelayMetrics
+    health: UpstreamHealth
+    clock: IReactorTime
+
+
+def failure_kind(failure: Failure) -> str:
+    """A metric label for why the upstream could not be used."""
+    if failure.check(DNSLookupError):
+        return "dns"
+    if failure.check(ConnectTimeout):
+        return "timeout"
+    if failure.check(ConnectError, ConnectingCancelledError):
+        return "connect"
+    return "response"
 
 
 def upstream_error(failure: Failure) -> S3Error:
@@ -63,12 +87,23 @@ class Exchange:
     """Moves one request upstream and its response back."""
 
     def __init__(
-        self, request: RelayRequest, agent: IAgent, request_id: str, resource: str
+        self,
+        request: RelayRequest,
+        agent: IAgent,
+        request_id: str,
+        resource: str,
+        monitor: Monitor,
     ) -> None:
         self.request = request
         self._agent = agent
         self.request_id = request_id
         self.resource = resource
+        #: The S3 operation, once the request was classified.
+        self.operation = "Unknown"
+        self._monitor = monitor
+        self._started = self._upstream_started = monitor.clock.seconds()
+        monitor.metrics.request_started()
+        request.notifyFinish().addBoth(self._ended)
         self._body: StreamingBody | None = None
         self._pending: Deferred[IResponse] | None = None
         self._relay: ResponseRelay | None = None
@@ -93,6 +128,7 @@ class Exchange:
         headers = _AmzHeaders(
             {k.encode("latin-1"): [v.encode("latin-1")] for k, v in upstream.headers.items()}
         )
+        self._upstream_started = self._monitor.clock.seconds()
         self._pending = self._agent.request(
             upstream.method.encode("ascii"), upstream.url.encode("ascii"), headers, producer
         )
@@ -107,10 +143,14 @@ class Exchange:
             reason=error.reason,
             request_id=self.request_id,
         )
+        self._monitor.metrics.refused(error.code)
         send_error(self.request, error, self.request_id, self.resource)
 
     def _response(self, response: IResponse) -> None:
         self._pending = None
+        now = self._monitor.clock.seconds()
+        self._monitor.metrics.upstream_response(now - self._upstream_started)
+        self._monitor.health.success(now)
         request = self.request
         if self._client_gone or request.finishing:
             response.deliverBody(_Discard())
@@ -138,6 +178,7 @@ class Exchange:
             error=failure.getErrorMessage(),
             request_id=self.request_id,
         )
+        self._monitor.metrics.upstream_error("body")
         if not self._client_gone:
             # A truncated body must never look complete.
             self.request.abortConnection()
@@ -148,13 +189,27 @@ class Exchange:
             return  # already answered by _body_rejected
         if self._client_gone or failure.check(CancelledError):
             return
-        self.refuse(upstream_error(failure))
+        error = upstream_error(failure)
+        self._monitor.metrics.upstream_error(failure_kind(failure))
+        self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
+        self.refuse(error)
 
     def _body_rejected(self, error: S3Error) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
         self.refuse(error)
+
+    def _ended(self, _: object) -> None:
+        request = self.request
+        self._monitor.metrics.request_finished(
+            self.operation,
+            request.method.decode("latin-1"),
+            request.code if request.startedWriting else 0,
+            self._monitor.clock.seconds() - self._started,
+            request.bodyReceived,
+            request.sentLength,
+        )
 
     def _client_lost(self, reason: Failure) -> None:
         self._client_gone = True

@@ -19,7 +19,9 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from .config import ConfigError
 
 
-def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+def listen_endpoint(
+    reactor: Any, description: str, section: str = "server"
+) -> IStreamServerEndpoint:
     """The server endpoint ``description`` names, TLS tuned for HTTP/1.1.
 
     Raises ConfigError for a description Twisted cannot parse or whose
@@ -28,7 +30,7 @@ def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     try:
         return _endpoint(reactor, description)
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ConfigError("server", "listen", str(e)) from None
+        raise ConfigError(section, "listen", str(e)) from None
 
 
 def _endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
@@ -23,8 +23,10 @@ from .bodyplan import plan_body
 from .channel import RelayChannel, RelayRequest
 from .config import Config
 from .errors import S3Error
-from .exchange import Exchange
+from .exchange import Exchange, Monitor
+from .operations import classify
 from .forward import build_upstream_request
+from .metrics import RelayMetrics
 
 
 def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
@@ -40,11 +42,12 @@ class RelayResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, config: Config, agent: IAgent, clock: IReactorTime) -> None:
+    def __init__(self, config: Config, agent: IAgent, monitor: Monitor) -> None:
         super().__init__()
         self._config = config
         self._agent = agent
-        self._clock = clock
+        self._monitor = monitor
+        self._clock = monitor.clock
         self._keys = sigv4.SigningKeyCache()
 
     def _secret_for(self, access_key: str) -> str | None:
@@ -54,7 +57,9 @@ class RelayResource(Resource):
     def render(self, request: RelayRequest) -> int:
         request.defaultContentType = None
         request_id = secrets.token_hex(8).upper()
-        exchange = Exchange(request, self._agent, request_id, request.path.decode("latin-1"))
+        exchange = Exchange(
+            request, self._agent, request_id, request.path.decode("latin-1"), self._monitor
+        )
         try:
             self._relay(request, exchange, request_headers(request))
         except S3Error as e:
@@ -84,6 +89,7 @@ class RelayResource(Resource):
         client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
         query_names = {name for name, _ in sigv4.query_pairs(raw_query)}
+        exchange.operation = classify(method, target, query_names, headers).name
         if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
             # Client keys are long-term: a session token means the client holds
             # other credentials than it signed with.  S3 would refuse it too.
@@ -117,10 +123,18 @@ class RelaySite(Site):
 
     protocol = RelayChannel  # type: ignore[assignment]
     requestFactory = RelayRequest
+    #: Counts connections (RelayChannel reports to it).
+    metrics: RelayMetrics | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.metrics = self.metrics
+        return channel
 
 
-def make_site(config: Config, agent: IAgent, reactor: IReactorTime) -> RelaySite:
-    site = RelaySite(RelayResource(config, agent, reactor), reactor=reactor)
+def make_site(config: Config, agent: IAgent, reactor: IReactorTime, monitor: Monitor) -> RelaySite:
+    site = RelaySite(RelayResource(config, agent, monitor), reactor=reactor)
+    site.metrics = monitor.metrics
     site.timeOut = config.server.idle_timeout
     site.displayTracebacks = False
     return site

@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from .config import ConfigError, load_config
+from .exchange import Monitor
 from .listen import listen_endpoint
+from .management import Readiness, UpstreamHealth, make_management_site
+from .metrics import RelayMetrics
 from .resource import make_site
 from .upstream import make_agent
 
@@ -30,7 +33,18 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     try:
         config = load_config(options["config"])
         endpoint = listen_endpoint(reactor, config.server.listen)
+        metrics_endpoint = config.metrics_listen and listen_endpoint(
+            reactor, config.metrics_listen, "metrics"
+        )
     except ConfigError as e:
         raise SystemExit(f"s3relay: {options['config']}: {e}") from None
-    site = make_site(config, make_agent(reactor, config.upstream), reactor)
-    return StreamServerEndpointService(endpoint, site)
+    monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
+    service = MultiService()
+    site = make_site(config, make_agent(reactor, config.upstream), reactor, monitor)
+    StreamServerEndpointService(endpoint, site).setServiceParent(service)
+    if metrics_endpoint:
+        readiness = Readiness()
+        readiness.add("upstream", monitor.health.check)
+        management = make_management_site(monitor.metrics, readiness, reactor)
+        StreamServerEndpointService(metrics_endpoint, management).setServiceParent(service)
+    return service

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 
 from s3relay import cli
+from s3relay.management import ManagementSite
 from s3relay.resource import RelaySite
 from s3relay.tap import DEFAULT_CONFIG, Options, makeService
 
@@ -169,16 +169,30 @@ def test_make_service_listens_where_configured(valid: Path) -> None:
     reactor = MemoryReactorClock()
     service = makeService(options, reactor=reactor)
     assert IService.providedBy(service)
-    assert isinstance(service, StreamServerEndpointService)
     assert reactor.tcpServers == []  # nothing listens before the service starts
     service.startService()
     try:
-        assert len(reactor.tcpServers) == 1
+        assert len(reactor.tcpServers) == 1  # no [metrics] section: no management site
         port, site, _backlog, interface = reactor.tcpServers[0]
         assert (port, interface) == (18080, "127.0.0.1")
         assert isinstance(site, RelaySite)
         assert site.timeOut == 17.0
         assert site.displayTracebacks is False
+    finally:
+        service.stopService()
+
+
+def test_make_service_with_management_site(valid: Path) -> None:
+    valid.write_text(valid.read_text() + "\n[metrics]\nlisten = tcp:19102:interface=127.0.0.1\n")
+    options = Options()
+    options.parseOptions(["--config", str(valid)])
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    try:
+        servers = {port: site for port, site, _backlog, _interface in reactor.tcpServers}
+        assert isinstance(servers[18080], RelaySite)
+        assert isinstance(servers[19102], ManagementSite)
     finally:
         service.stopService()
 
