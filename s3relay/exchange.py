@@ -100,6 +100,13 @@ class Exchange:
         self.resource = resource
         #: The S3 operation, once the request was classified.
         self.operation = "Unknown"
+        #: The authenticated client's name, bucket and key, once known.
+        self.client: str | None = None
+        self.bucket: str | None = None
+        self.key: bytes | None = None
+        self._error_code: str | None = None
+        self._upstream_status: int | None = None
+        self._upstream_request_id: str | None = None
         self._monitor = monitor
         self._started = self._upstream_started = monitor.clock.seconds()
         monitor.metrics.request_started()
@@ -144,6 +151,7 @@ class Exchange:
             request_id=self.request_id,
         )
         self._monitor.metrics.refused(error.code)
+        self._error_code = error.code
         send_error(self.request, error, self.request_id, self.resource)
 
     def _response(self, response: IResponse) -> None:
@@ -151,6 +159,9 @@ class Exchange:
         now = self._monitor.clock.seconds()
         self._monitor.metrics.upstream_response(now - self._upstream_started)
         self._monitor.health.success(now)
+        self._upstream_status = response.code
+        ids = response.headers.getRawHeaders(b"x-amz-request-id")
+        self._upstream_request_id = ids[0].decode("latin-1") if ids else None
         request = self.request
         if self._client_gone or request.finishing:
             response.deliverBody(_Discard())
@@ -202,13 +213,40 @@ class Exchange:
 
     def _ended(self, _: object) -> None:
         request = self.request
+        method = request.method.decode("latin-1")
+        status = request.code if request.startedWriting else 0
+        duration = self._monitor.clock.seconds() - self._started
         self._monitor.metrics.request_finished(
-            self.operation,
-            request.method.decode("latin-1"),
-            request.code if request.startedWriting else 0,
-            self._monitor.clock.seconds() - self._started,
-            request.bodyReceived,
-            request.sentLength,
+            self.operation, method, status, duration, request.bodyReceived, request.sentLength
+        )
+        forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        address = request.getClientAddress()
+        access = {
+            "request_id": self.request_id,
+            "client": self.client,
+            "remote": getattr(address, "host", None),
+            # As claimed by the client: not trusted for any decision.
+            "forwarded_for": forwarded[0].decode("latin-1") if forwarded else None,
+            "method": method,
+            "operation": self.operation,
+            "bucket": self.bucket,
+            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "status": status,
+            "error_code": self._error_code,
+            "bytes_in": request.bodyReceived,
+            "bytes_out": request.sentLength,
+            "duration": round(duration, 6),
+            "upstream_status": self._upstream_status,
+            "upstream_request_id": self._upstream_request_id,
+        }
+        log.info(
+            "access {method} {resource} {status} {operation} request_id={request_id}",
+            method=method,
+            resource=self.resource,
+            status=status,
+            operation=self.operation,
+            request_id=self.request_id,
+            access=access,
         )
 
     def _client_lost(self, reason: Failure) -> None:

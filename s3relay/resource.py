@@ -75,6 +75,7 @@ class RelayResource(Resource):
         host = (headers.get("host") or [""])[0]
         target = parse_target(host, raw_path, config.server.hostnames)
         exchange.resource = target.resource
+        exchange.bucket, exchange.key = target.bucket, target.key
         now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
         verified = sigv4.verify(
             method,
@@ -88,6 +89,7 @@ class RelayResource(Resource):
         )
         client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
+        exchange.client = client.name
         query_names = {name for name, _ in sigv4.query_pairs(raw_query)}
         exchange.operation = classify(method, target, query_names, headers).name
         if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
@@ -125,6 +127,9 @@ class RelaySite(Site):
     requestFactory = RelayRequest
     #: Counts connections (RelayChannel reports to it).
     metrics: RelayMetrics | None = None
+
+    def log(self, request: Any) -> None:
+        """No combined-format line: every request gets a structured access record."""
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

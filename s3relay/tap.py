@@ -14,6 +14,7 @@ from .exchange import Monitor
 from .listen import listen_endpoint
 from .management import Readiness, UpstreamHealth, make_management_site
 from .metrics import RelayMetrics
+from .systemd import Listeners, StoppingNotifier, sd_notify
 from .resource import make_site
 from .upstream import make_agent
 
@@ -39,12 +40,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     except ConfigError as e:
         raise SystemExit(f"s3relay: {options['config']}: {e}") from None
     monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
+    listeners = Listeners(lambda: sd_notify(b"READY=1\nSTATUS=listening"))
     service = MultiService()
     site = make_site(config, make_agent(reactor, config.upstream), reactor, monitor)
-    StreamServerEndpointService(endpoint, site).setServiceParent(service)
+    StreamServerEndpointService(listeners.watch(endpoint), site).setServiceParent(service)
     if metrics_endpoint:
         readiness = Readiness()
+        readiness.add("listening", lambda: (listeners.ready, "all listeners bound"))
         readiness.add("upstream", monitor.health.check)
         management = make_management_site(monitor.metrics, readiness, reactor)
-        StreamServerEndpointService(metrics_endpoint, management).setServiceParent(service)
+        StreamServerEndpointService(
+            listeners.watch(metrics_endpoint), management
+        ).setServiceParent(service)
+    StoppingNotifier(sd_notify).setServiceParent(service)
     return service

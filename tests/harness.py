@@ -9,6 +9,7 @@ that key (DESIGN.md §5).  The relay is started the way an operator starts it,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import boto3
@@ -134,10 +136,15 @@ class Relay:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def records(self) -> list[dict[str, Any]]:
+        """The relay's log, one JSON object per line."""
+        return [json.loads(line) for line in self.output().splitlines() if line.strip()]
+
 
 def relay_command(config: Path) -> list[str]:
     twistd = str(Path(sys.executable).parent / "twistd")
-    return [twistd, "-n", "--pidfile=", "s3relay", "--config", str(config)]
+    return [twistd, "-n", "--pidfile=", "--logger=s3relay.logs.observer",
+            "s3relay", "--config", str(config)]
 
 
 def relay_env() -> dict[str, str]:
