@@ -50,6 +50,10 @@ class RelayResource(Resource):
         self._clock = monitor.clock
         self._keys = sigv4.SigningKeyCache()
 
+    def reconfigure(self, config: Config, agent: IAgent) -> None:
+        """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
+        self._config, self._agent = config, agent
+
     def _secret_for(self, access_key: str) -> str | None:
         client = self._config.client(access_key)
         return client.secret_access_key if client is not None else None
@@ -122,6 +126,8 @@ class RelaySite(Site):
 
     No HTTP/2 negotiation: the header-stage takeover is HTTP/1.1 only.
     """
+
+    resource: RelayResource
 
     protocol = RelayChannel  # type: ignore[assignment]
     requestFactory = RelayRequest

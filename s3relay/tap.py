@@ -14,6 +14,7 @@ from .exchange import Monitor
 from .listen import listen_endpoint
 from .management import Readiness, UpstreamHealth, make_management_site
 from .metrics import RelayMetrics
+from .reload import Reloader
 from .systemd import Listeners, StoppingNotifier, sd_notify
 from .resource import make_site
 from .upstream import make_agent
@@ -42,7 +43,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
     listeners = Listeners(lambda: sd_notify(b"READY=1\nSTATUS=listening"))
     service = MultiService()
-    site = make_site(config, make_agent(reactor, config.upstream), reactor, monitor)
+    agent = make_agent(reactor, config.upstream)
+    site = make_site(config, agent, reactor, monitor)
     StreamServerEndpointService(listeners.watch(endpoint), site).setServiceParent(service)
     if metrics_endpoint:
         readiness = Readiness()
@@ -53,4 +55,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             listeners.watch(metrics_endpoint), management
         ).setServiceParent(service)
     StoppingNotifier(sd_notify).setServiceParent(service)
+    Reloader(
+        options["config"],
+        config,
+        site,
+        agent,
+        lambda upstream: make_agent(reactor, upstream),
+        reactor,
+        sd_notify,
+    ).setServiceParent(service)
     return service
