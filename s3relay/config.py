@@ -48,6 +48,10 @@ class UpstreamConfig:
     addressing: str
     #: Persistent connections kept per upstream host.
     max_connections: int
+    #: PEM CA bundle the upstream's certificate must chain to (None: the system's).
+    ca_pem: bytes | None = field(default=None, repr=False)
+    #: Skip checking the upstream's certificate (loudly).
+    insecure: bool = False
 
     @property
     def scheme(self) -> str:
@@ -142,6 +146,17 @@ class _Section:
             raise ConfigError(self.name, key, "must be greater than 0")
         return value
 
+    def read_file(self, key: str, path: str) -> bytes:
+        """The bytes of the file ``path`` (relative to the config) named by ``key``."""
+        path = os.path.join(self._base_dir, path)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as e:
+            raise ConfigError(self.name, key, f"cannot read {path}: {e.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise ConfigError(self.name, key, "is not a valid file name") from None
+
     def secret(self, key: str) -> str:
         """A secret given inline as ``key`` or in a file named by ``key_file``."""
         inline, path = self.optional(key), self.optional(f"{key}_file")
@@ -204,11 +219,26 @@ def _upstream(section: _Section) -> UpstreamConfig:
     addressing = section.get("addressing", "path")
     if addressing not in ADDRESSING:
         raise ConfigError(section.name, "addressing", "must be path or virtual")
+    insecure = section.get("insecure", "no")
+    if insecure not in ("yes", "no"):
+        raise ConfigError(section.name, "insecure", "must be yes or no")
+    ca_file = section.optional("ca_file")
+    ca_pem = None
+    if ca_file:
+        if insecure == "yes":
+            raise ConfigError(section.name, "ca_file", "makes no sense with insecure = yes")
+        ca_pem = section.read_file("ca_file", ca_file)
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ConfigError(section.name, "ca_file", f"{ca_file} holds no PEM certificate")
+    if (ca_file or insecure == "yes") and parts.scheme != "https":
+        raise ConfigError(section.name, "url", "ca_file and insecure need an https url")
     return UpstreamConfig(
         url=url.rstrip("/"),
         region=section.get("region"),
         addressing=addressing,
         max_connections=int(section.convert("max_connections", "32", int)),
+        ca_pem=ca_pem,
+        insecure=insecure == "yes",
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import ConfigError, load_config
@@ -20,6 +21,8 @@ from .resource import make_site
 from .upstream import make_agent
 
 DEFAULT_CONFIG = "/etc/s3relay/s3relay.ini"
+
+log = Logger(namespace="s3relay")
 
 
 class Options(usage.Options):
@@ -40,6 +43,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         )
     except ConfigError as e:
         raise SystemExit(f"s3relay: {options['config']}: {e}") from None
+    if config.upstream.insecure:
+        log.warn(
+            "INSECURE: [upstream] insecure = yes: the certificate of {url} is not checked",
+            url=config.upstream.url,
+        )
     monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
     listeners = Listeners(lambda: sd_notify(b"READY=1\nSTATUS=listening"))
     service = MultiService()
@@ -50,6 +58,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         readiness = Readiness()
         readiness.add("listening", lambda: (listeners.ready, "all listeners bound"))
         readiness.add("upstream", monitor.health.check)
+        if config.upstream.insecure:
+            readiness.add("upstream-tls", lambda: (True, "INSECURE: certificate not checked"))
         management = make_management_site(monitor.metrics, readiness, reactor)
         StreamServerEndpointService(
             listeners.watch(metrics_endpoint), management

@@ -15,6 +15,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgent
 
 from .config import UpstreamConfig
+from .upstream_tls import UpstreamTLS
 
 #: Seconds an idle pooled connection is kept; below S3's own idle cut-off so
 #: that the relay, not the server, closes it.
@@ -55,7 +56,8 @@ def make_agent(reactor: IReactorTime, upstream: UpstreamConfig) -> IAgent:
     pool._factory = _QuietFactory
     pool.maxPersistentPerHost = upstream.max_connections
     pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
-    return Agent(reactor, pool=pool, connectTimeout=CONNECT_TIMEOUT)
+    tls = UpstreamTLS(upstream.ca_pem, upstream.insecure)
+    return Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=CONNECT_TIMEOUT)
 
 
 class ResponseRelay(Protocol):
