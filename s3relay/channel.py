@@ -111,10 +111,14 @@ class RelayRequest(server.Request):
             return
         # The response ended before the body: Twisted would pop this request
         # and crash on the next body byte (DESIGN.md §1.7).  Drain a short
-        # remainder, keeping the connection; close on a long one.
+        # remainder, keeping the connection; close on a long one.  A client
+        # still waiting for 100 Continue may never send its body (it goes on
+        # to its next request): close rather than read that as the body.
         self.bodyReceiver = None
         remaining = None if self.bodyLength is None else self.bodyLength - self.bodyReceived
-        if remaining is not None and remaining <= DRAIN_LIMIT:
+        if remaining == 0 or (
+            remaining is not None and remaining <= DRAIN_LIMIT and not self.expectContinue
+        ):
             self._finishPending = True
             self.resumeBody()
             return

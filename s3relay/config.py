@@ -16,6 +16,8 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from .policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
+
 SELF = "self"
 ADDRESSING = ("path", "virtual")
 
@@ -89,6 +91,8 @@ class ClientKey:
     secret_access_key: str = field(repr=False)
     #: Name of the upstream credential set, or ``self``.
     credentials: str
+    #: What the client may do (buckets, prefixes, operation classes); default: everything.
+    policy: ClientPolicy = ALLOW_ALL
 
 
 @dataclass(frozen=True)
@@ -163,18 +167,13 @@ class _Section:
         if inline and path:
             raise ConfigError(self.name, key, f"give {key} or {key}_file, not both")
         if path:
-            path = os.path.join(self._base_dir, path)
             try:
-                with open(path, encoding="utf-8") as handle:
-                    value = handle.read().strip()
-            except OSError as e:
-                raise ConfigError(
-                    self.name, f"{key}_file", f"cannot read {path}: {e.strerror}"
-                ) from None
-            except ValueError:  # a NUL in the name
-                raise ConfigError(self.name, f"{key}_file", "is not a valid file name") from None
+                value = self.read_file(f"{key}_file", path).decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(self.name, f"{key}_file", f"{path} is not UTF-8 text") from None
             if not value:
-                raise ConfigError(self.name, f"{key}_file", f"{path} is empty")
+                full = os.path.join(self._base_dir, path)
+                raise ConfigError(self.name, f"{key}_file", f"{full} is empty")
             return value
         if inline:
             return inline
@@ -187,6 +186,18 @@ class _Section:
 
 def _names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _policy(section: _Section) -> ClientPolicy:
+    try:
+        return parse_policy(
+            buckets=section.optional("buckets"),
+            prefixes=section.optional("prefixes"),
+            operations=section.optional("operations"),
+            read_only=section.optional("read_only"),
+        )
+    except PolicyError as e:
+        raise ConfigError(section.name, e.key, e.message) from None
 
 
 def _server(section: _Section) -> ServerConfig:
@@ -298,6 +309,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
                 access_key_id=section.get("access_key_id"),
                 secret_access_key=section.secret("secret_access_key"),
                 credentials=section.get("credentials"),
+                policy=_policy(section),
             )
     if SELF in credentials:
         raise ConfigError(f"credentials:{SELF}", None, f"'{SELF}' is a reserved name")

@@ -25,6 +25,7 @@ from .config import Config
 from .errors import S3Error
 from .exchange import Exchange, Monitor
 from .operations import classify
+from .policy import authorize
 from .forward import build_upstream_request
 from .metrics import RelayMetrics
 
@@ -94,8 +95,18 @@ class RelayResource(Resource):
         client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
         exchange.client = client.name
-        query_names = {name for name, _ in sigv4.query_pairs(raw_query)}
-        exchange.operation = classify(method, target, query_names, headers).name
+        pairs = sigv4.query_pairs(raw_query)
+        query_names = {name for name, _ in pairs}
+        operation = classify(method, target, query_names, headers)
+        exchange.operation = operation.name
+        # A repeated parameter is left out: the policy must not check one value
+        # while the upstream uses another (a prefix-restricted listing without
+        # its one prefix is refused).
+        counts: dict[bytes, int] = {}
+        for name, _ in pairs:
+            counts[name] = counts.get(name, 0) + 1
+        query = {name: value for name, value in pairs if counts[name] == 1}
+        authorize(client.policy, client.name, operation, target, query)
         if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
             # Client keys are long-term: a session token means the client holds
             # other credentials than it signed with.  S3 would refuse it too.

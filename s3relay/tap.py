@@ -49,7 +49,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             url=config.upstream.url,
         )
     monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
-    listeners = Listeners(lambda: sd_notify(b"READY=1\nSTATUS=listening"))
+    # Ready only once the reactor runs: before that, twistd has not installed
+    # its SIGTERM handler yet, and a stop request would kill it outright.
+    listeners = Listeners(
+        lambda: reactor.callWhenRunning(sd_notify, b"READY=1\nSTATUS=listening")
+    )
     service = MultiService()
     agent = make_agent(reactor, config.upstream)
     site = make_site(config, agent, reactor, monitor)

@@ -159,3 +159,19 @@ def test_paused_body_stays_paused_when_response_writes_drain() -> None:
     assert transport.producerState == "paused"
     probe.requests[0].resumeBody()
     assert transport.producerState == "producing"
+
+
+def test_refused_before_continue_closes_instead_of_waiting_for_the_body() -> None:
+    """A client refused while waiting for 100 Continue sends no body: never read
+    its next request as one."""
+    probe = Probe()
+    probe.accept = False
+    channel, transport = connect(probe)
+    channel.dataReceived(HEAD)
+    request = probe.requests[0]
+    request.setResponseCode(403)
+    request.setHeader(b"content-length", b"0")
+    request.finish()
+    assert request.finished and transport.disconnecting
+    assert b"100 Continue" not in transport.value()
+    assert b"connection: close" in transport.value().lower()

@@ -326,6 +326,17 @@ CLIENT = "[client:a]\naccess_key_id = A\nsecret_access_key = s3cr3t-value\ncrede
          "[credentials:  ]: needs a name: [credentials:NAME]"),
         (MINIMAL + "[client]\naccess_key_id = A\n", "client", None,
          "[client]: needs a name: [client:NAME]"),
+        (MINIMAL + CLIENT + "operations = read, nuke\n", "client:a", "operations",
+         "[client:a] operations: unknown operation class 'nuke' (one of read, list, write,"
+         " delete, multipart, bucket-admin, or all)"),
+        (MINIMAL + CLIENT + "prefixes = photos/\n", "client:a", "prefixes",
+         "[client:a] prefixes: 'photos/' is not BUCKET:PREFIX (e.g. photos:2024/)"),
+        (MINIMAL + CLIENT + "read_only = true\n", "client:a", "read_only",
+         "[client:a] read_only: must be yes or no"),
+        (MINIMAL + CLIENT + "read_only = yes\noperations = read\n", "client:a", "read_only",
+         "[client:a] read_only: give read_only or operations, not both"),
+        (MINIMAL + CLIENT + "buckets = ,\n", "client:a", "buckets",
+         "[client:a] buckets: names no bucket"),
     ],
 )
 def test_errors_name_section_and_key(text: str, section: str, key: str | None, message: str
@@ -520,3 +531,22 @@ def test_structured_text_raises_only_config_error(text: str) -> None:
         parse_config(text)
     except ConfigError as e:
         assert str(e)
+
+
+def test_client_policy_keys() -> None:
+    from s3relay.policy import ALLOW_ALL, ClientPolicy
+
+    config = parse_config(
+        MINIMAL + CLIENT + "buckets = data, logs-*\nprefixes = data:photos/, *:public/\n"
+        "operations = read, list, write\n"
+        + CLIENT.replace("[client:a]", "[client:b]").replace("= A\n", "= B\n")
+        + "read_only = yes\n"
+        + CLIENT.replace("[client:a]", "[client:c]").replace("= A\n", "= C\n")
+    )
+    assert config.clients["a"].policy == ClientPolicy(
+        ("data", "logs-*"),
+        (("data", "photos/"), ("*", "public/")),
+        frozenset({"read", "list", "write"}),
+    )
+    assert config.clients["b"].policy.operations == frozenset({"read", "list"})
+    assert config.clients["c"].policy == ALLOW_ALL
