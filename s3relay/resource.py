@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
@@ -102,9 +103,7 @@ class RelayResource(Resource):
         # A repeated parameter is left out: the policy must not check one value
         # while the upstream uses another (a prefix-restricted listing without
         # its one prefix is refused).
-        counts: dict[bytes, int] = {}
-        for name, _ in pairs:
-            counts[name] = counts.get(name, 0) + 1
+        counts = Counter(name for name, _ in pairs)
         query = {name: value for name, value in pairs if counts[name] == 1}
         authorize(client.policy, client.name, operation, target, query)
         if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
