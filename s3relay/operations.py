@@ -24,8 +24,8 @@ from xml.parsers import expat
 
 from .addressing import Target
 from .errors import S3Error
+from .policy import ACCESS_CLASSES
 
-ACCESS_CLASSES = ("read", "list", "write", "delete", "multipart", "bucket-admin")
 READ, LIST, WRITE, DELETE, MULTIPART, ADMIN = ACCESS_CLASSES
 
 

@@ -26,8 +26,7 @@ if TYPE_CHECKING:  # operations -> addressing -> config -> policy: types only
     from .addressing import Target
     from .operations import Operation
 
-#: The classifier's access classes (s3relay.operations.ACCESS_CLASSES; a test
-#: keeps the two equal -- importing it here would be an import cycle).
+#: The access classes the operation classifier sorts requests into.
 ACCESS_CLASSES = ("read", "list", "write", "delete", "multipart", "bucket-admin")
 ALL = "all"
 READ_ONLY = frozenset({"read", "list"})

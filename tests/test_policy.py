@@ -59,10 +59,6 @@ def allowed(
     authorize(policy, "backup", operation, target, query or {})
 
 
-def test_access_classes_match_the_classifier() -> None:
-    assert ACCESS_CLASSES == operations.ACCESS_CLASSES
-
-
 # -- parsing -------------------------------------------------------------------------
 
 
