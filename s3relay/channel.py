@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from .forward import wire_name
 from .metrics import RelayMetrics
 from .upstream import tune
 
@@ -173,11 +174,7 @@ class RelayChannel(http.HTTPChannel):
         super().allContentReceived()
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        """Write the status line and headers, ``x-amz-*`` names in lower case.
-
-        Twisted title-cases header names; S3 sends ``x-amz-meta-*`` in lower
-        case and SDKs take user-metadata keys verbatim from the names.
-        """
+        """Write the status line and headers, names as ``wire_name`` spells them."""
         if isinstance(headers, Headers):
             pairs = [(n, v) for n, values in headers.getAllRawHeaders() for v in values]
         else:
@@ -186,9 +183,7 @@ class RelayChannel(http.HTTPChannel):
         for name, value in pairs:
             if b"\r" in name + value or b"\n" in name + value:
                 continue
-            if name[:6].lower() == b"x-amz-":
-                name = name.lower()
-            lines.extend((name, b": ", value, b"\r\n"))
+            lines.extend((wire_name(name), b": ", value, b"\r\n"))
         lines.append(b"\r\n")
         self.transport.writeSequence(lines)
 

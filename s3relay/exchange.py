@@ -21,7 +21,7 @@ from .body import StreamingBody
 from .bodyplan import BodyFilter, BodyPlan
 from .channel import RelayRequest
 from .errors import S3Error
-from .forward import HOP_BY_HOP, UpstreamRequest
+from .forward import HOP_BY_HOP, UpstreamRequest, wire_name
 from .management import UpstreamHealth
 from .metrics import RelayMetrics
 from .upstream import ResponseRelay
@@ -68,7 +68,7 @@ def failure_kind(failure: Failure) -> str:
 
 def upstream_error(failure: Failure) -> S3Error:
     """The S3 error a client gets when the upstream could not be used."""
-    if failure.check(ConnectError, DNSLookupError, ConnectTimeout, ConnectingCancelledError):
+    if failure_kind(failure) != "response":
         return S3Error(
             "ServiceUnavailable",
             "The upstream S3 service is unreachable; please retry.",
@@ -261,16 +261,11 @@ class Exchange:
 
 
 class _AmzHeaders(Headers):
-    """Request headers written with ``x-amz-*`` names in lower case.
-
-    Twisted title-cases header names on the wire; S3-compatible stores may
-    keep user-metadata keys as spelled (moto does), so ``x-amz-meta-colour``
-    must not arrive as ``X-Amz-Meta-Colour``.
-    """
+    """Upstream request headers, names as ``wire_name`` spells them."""
 
     def getAllRawHeaders(self) -> Any:
         for name, values in super().getAllRawHeaders():
-            yield (name.lower() if name[:6].lower() == b"x-amz-" else name), values
+            yield wire_name(name), values
 
 
 class _Discard(Protocol):

@@ -64,6 +64,16 @@ PRESIGN_PARAMS = frozenset(
 )
 
 
+def wire_name(name: bytes) -> bytes:
+    """A header name as it goes on the wire: ``x-amz-*`` in lower case.
+
+    Twisted title-cases header names; S3 writes ``x-amz-meta-*`` in lower
+    case, SDKs take user-metadata keys verbatim from the names, and
+    S3-compatible stores may keep them as spelled.
+    """
+    return name.lower() if name[:6].lower() == b"x-amz-" else name
+
+
 def end_to_end(headers: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
     """``headers`` (lowercase names) without the hop-by-hop ones."""
     named = {
