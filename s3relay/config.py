@@ -13,23 +13,14 @@ import configparser
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Mapping
 from urllib.parse import urlsplit
 
+from .ini import ConfigError as ConfigError, Section, names as _names
 from .policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
 
 SELF = "self"
 ADDRESSING = ("path", "virtual")
-
-
-class ConfigError(Exception):
-    """A configuration problem, located by section and key."""
-
-    def __init__(self, section: str, key: str | None, message: str) -> None:
-        where = (f"[{section}]" if section else "") + (f" {key}" if key else "")
-        super().__init__(f"{where}: {message}" if where else message)
-        self.section = section
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -118,77 +109,7 @@ class Config:
         return self.credentials[client.credentials]
 
 
-class _Section:
-    """One ini section, read key by key so that leftovers can be reported."""
-
-    def __init__(self, name: str, items: Mapping[str, str], base_dir: str) -> None:
-        self.name = name
-        self._items = dict(items)
-        self._base_dir = base_dir
-        self._used: set[str] = set()
-
-    def get(self, key: str, default: str | None = None) -> str:
-        self._used.add(key)
-        value = self._items.get(key, default)
-        if value is None or value == "":
-            if default is not None:
-                return default
-            raise ConfigError(self.name, key, "is required")
-        return value
-
-    def optional(self, key: str) -> str | None:
-        self._used.add(key)
-        return self._items.get(key) or None
-
-    def convert(self, key: str, default: str, parse: Callable[[str], float]) -> float:
-        raw = self.get(key, default)
-        try:
-            value = parse(raw)
-        except ValueError:
-            raise ConfigError(self.name, key, f"{raw!r} is not a number") from None
-        if not value > 0:  # NaN too
-            raise ConfigError(self.name, key, "must be greater than 0")
-        return value
-
-    def read_file(self, key: str, path: str) -> bytes:
-        """The bytes of the file ``path`` (relative to the config) named by ``key``."""
-        path = os.path.join(self._base_dir, path)
-        try:
-            with open(path, "rb") as handle:
-                return handle.read()
-        except OSError as e:
-            raise ConfigError(self.name, key, f"cannot read {path}: {e.strerror}") from None
-        except ValueError:  # a NUL in the name
-            raise ConfigError(self.name, key, "is not a valid file name") from None
-
-    def secret(self, key: str) -> str:
-        """A secret given inline as ``key`` or in a file named by ``key_file``."""
-        inline, path = self.optional(key), self.optional(f"{key}_file")
-        if inline and path:
-            raise ConfigError(self.name, key, f"give {key} or {key}_file, not both")
-        if path:
-            try:
-                value = self.read_file(f"{key}_file", path).decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise ConfigError(self.name, f"{key}_file", f"{path} is not UTF-8 text") from None
-            if not value:
-                full = os.path.join(self._base_dir, path)
-                raise ConfigError(self.name, f"{key}_file", f"{full} is empty")
-            return value
-        if inline:
-            return inline
-        raise ConfigError(self.name, key, f"is required (or {key}_file)")
-
-    def check_unknown(self) -> None:
-        for key in sorted(set(self._items) - self._used):
-            raise ConfigError(self.name, key, "unknown key")
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _policy(section: _Section) -> ClientPolicy:
+def _policy(section: Section) -> ClientPolicy:
     try:
         return parse_policy(
             buckets=section.optional("buckets"),
@@ -200,7 +121,7 @@ def _policy(section: _Section) -> ClientPolicy:
         raise ConfigError(section.name, e.key, e.message) from None
 
 
-def _server(section: _Section) -> ServerConfig:
+def _server(section: Section) -> ServerConfig:
     hostnames = tuple(h.lower() for h in _names(section.get("hostnames", ",")))
     regions = _names(section.get("region", "us-east-1"))
     if not regions:
@@ -213,7 +134,7 @@ def _server(section: _Section) -> ServerConfig:
     )
 
 
-def _upstream(section: _Section) -> UpstreamConfig:
+def _upstream(section: Section) -> UpstreamConfig:
     url = section.get("url")
     try:
         parts = urlsplit(url)
@@ -271,7 +192,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     except configparser.Error as e:
         raise ConfigError("", None, f"not a valid ini file: {e.message.splitlines()[0]}") from None
 
-    sections = {name: _Section(name, parser[name], base_dir) for name in parser.sections()}
+    sections = {name: Section(name, parser[name], base_dir) for name in parser.sections()}
     labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
@@ -287,7 +208,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     if "upstream" not in sections:
         raise ConfigError("upstream", None, "section is required")
 
-    server = _server(sections.get("server") or _Section("server", {}, base_dir))
+    server = _server(sections.get("server") or Section("server", {}, base_dir))
     upstream = _upstream(sections["upstream"])
     metrics_listen = sections["metrics"].get("listen") if "metrics" in sections else None
 
