@@ -56,6 +56,7 @@ class StreamingBody:
         source: BodySource,
         on_rejected: Callable[[S3Error], None],
         high_water: int = HIGH_WATER,
+        verify_first: bool = False,
     ) -> None:
         self.length = length
         self._filter = body_filter
@@ -76,6 +77,17 @@ class StreamingBody:
         self.error: S3Error | None = None
         #: Client body bytes taken in so far.
         self.received = 0
+        #: Body bytes handed to the upstream connection so far: while none
+        #: were, a failed attempt can be retried on a new connection (``rewind``).
+        self.sent = 0
+        #: The producer the current upstream attempt was given (``attempt``).
+        self._attempt: BodyAttempt | None = None
+        #: With ``verify_first``: fires once the whole body passed the filter's
+        #: final check, before which the caller does not start the upstream
+        #: request (the filter holds the body; it must be small).
+        self.verified: Deferred[None] | None = Deferred() if verify_first else None
+        #: The filter's final output, when it was checked before startProducing.
+        self._tail: bytes | None = None
 
     # The client side (fed by RelayRequest).
 
@@ -94,6 +106,13 @@ class StreamingBody:
 
     def bodyComplete(self) -> None:
         self._complete = True
+        if self.verified is not None and self._consumer is None and self.error is None:
+            try:
+                self._tail = self._filter.finish()
+            except S3Error as e:
+                self._reject(e)
+                return
+            self.verified.callback(None)
         if self._consumer is not None:
             self._end()
 
@@ -121,6 +140,7 @@ class StreamingBody:
             return finished
         buffered, self._buffer, self._buffered = b"".join(self._buffer), [], 0
         if buffered:
+            self.sent += len(buffered)
             consumer.write(buffered)
         if self._complete:
             self._end()
@@ -140,6 +160,34 @@ class StreamingBody:
         self._stopped = True
         self._finished = None
 
+    # Retrying a dead upstream connection (the pooled-connection race).
+
+    def attempt(self) -> BodyAttempt:
+        """The producer to give one upstream attempt; a new one disowns the last."""
+        if self._attempt is not None:
+            self._attempt.live = False
+        self._attempt = BodyAttempt(self)
+        return self._attempt
+
+    def rewind(self) -> bool:
+        """Make the body startable again for a new attempt, if that is still possible.
+
+        Only while no byte left for the upstream (nothing consumed from the
+        client is lost), the body was not refused and the client is still
+        there.  Bytes that arrive meanwhile are buffered (and the client
+        paused at the high-water mark) until the next ``startProducing``.
+        A complete body that an attempt already started on is not rewound
+        either: its filter's final check ran (and may not run twice).
+        """
+        if self.sent or self.error is not None or self._lost is not None:
+            return False
+        if self._complete and self._consumer is not None:
+            return False
+        self._consumer = None
+        self._finished = None
+        self._stopped = False
+        return True
+
     def _send(self, data: bytes) -> None:
         if not data:
             return
@@ -149,13 +197,14 @@ class StreamingBody:
             if self._buffered >= self._high_water:
                 self._source.pauseBody()
         else:
+            self.sent += len(data)
             self._consumer.write(data)
 
     def _end(self) -> None:
         if self._stopped or self.error is not None:
             return
         try:
-            tail = self._filter.finish()
+            tail = self._tail if self._tail is not None else self._filter.finish()
         except S3Error as e:
             self._reject(e)
             return
@@ -173,3 +222,34 @@ class StreamingBody:
         if finished is not None:
             finished.errback(BodyRejected(error))
         self._on_rejected(error)
+
+
+@implementer(IBodyProducer)
+class BodyAttempt:
+    """One upstream attempt's handle on a ``StreamingBody``.
+
+    Twisted stops a failed request's producer after reporting the failure
+    (``Request.stopWriting``), by which time a retry may already run: each
+    attempt gets its own handle, and a disowned one passes nothing on.
+    """
+
+    def __init__(self, body: StreamingBody) -> None:
+        self.body = body
+        self.length = body.length
+        #: False once a newer attempt took over.
+        self.live = True
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        return self.body.startProducing(consumer)
+
+    def pauseProducing(self) -> None:
+        if self.live:
+            self.body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.live:
+            self.body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self.live:
+            self.body.stopProducing()

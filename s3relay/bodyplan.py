@@ -43,6 +43,9 @@ class BodyPlan:
     payload_hash: str
     #: Headers that describe the upstream body (content-encoding, trailer...).
     headers: Mapping[str, str]
+    #: Hold the whole (small) body and verify it before the upstream request
+    #: starts, e.g. a multi-delete whose keys are checked (s3relay.multidelete).
+    verify_first: bool = False
 
 
 class ChunkSigner:

@@ -12,16 +12,32 @@ module, and ``tests/test_channel.py`` pins the hook order it relies on.
 from __future__ import annotations
 
 import io
-from typing import Any, Protocol, cast
+import secrets
+from typing import Any, Callable, Protocol, cast
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from .errors import S3Error
 from .forward import wire_name
+from .limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    bad_request,
+    header_section_too_large,
+    request_timeout,
+    slow_down,
+    upstream_timeout,
+    url_too_long,
+)
 from .metrics import RelayMetrics
 from .upstream import tune
+
+log = Logger(namespace="s3relay")
 
 
 class BodyReceiver(Protocol):
@@ -50,6 +66,12 @@ class RelayRequest(server.Request):
     bodyLength: int | None = None
     bodyReceived = 0
     _finishPending = False
+    #: Answers an error the channel raises for this request (a timeout, a broken
+    #: body): the exchange sets it, so that the refusal is logged, counted and
+    #: the upstream request dropped.  None: answered here.
+    failHandler: Callable[[S3Error], None] | None = None
+    #: Whether the upstream request was sent and its response is still due.
+    _awaitingUpstream = False
 
     def gotLength(self, length: int | None) -> None:
         # Never open a content file: the body streams through bodyReceiver.
@@ -74,6 +96,8 @@ class RelayRequest(server.Request):
         self.bodyDone = True
         if self.bodyReceiver is not None:
             self.bodyReceiver.bodyComplete()
+        if self._awaitingUpstream and self.relayChannel is not None:
+            self.relayChannel.startFirstByte()
         if self._finishPending:
             server.Request.finish(self)
 
@@ -91,6 +115,41 @@ class RelayRequest(server.Request):
     def resumeBody(self) -> None:
         if self.relayChannel is not None:
             self.relayChannel.resumeBody()
+
+    def awaitUpstream(self) -> None:
+        """The upstream request is on its way: once the body is complete, the
+        upstream has ``first_byte_timeout`` to answer, and the client waiting
+        for it is not idle."""
+        self._awaitingUpstream = True
+        if self.bodyDone and self.relayChannel is not None:
+            self.relayChannel.startFirstByte()
+
+    def upstreamAnswered(self) -> None:
+        """The upstream's response headers arrived (or it failed)."""
+        if self._awaitingUpstream:
+            self._awaitingUpstream = False
+            if self.relayChannel is not None:
+                self.relayChannel.stopFirstByte()
+
+    def fail(self, error: S3Error) -> None:
+        """Answer ``error`` (the channel decided: a timeout, a broken body)."""
+        self.upstreamAnswered()
+        if self.failHandler is not None:
+            self.failHandler(error)
+            return
+        if self._disconnected or self.finishing:
+            return
+        if self.startedWriting:
+            self.abortConnection()
+            return
+        request_id = secrets.token_hex(8).upper()
+        body = error.to_xml(request_id)
+        self.setResponseCode(error.status)
+        self.responseHeaders.setRawHeaders(b"content-type", [b"application/xml"])
+        self.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        self.responseHeaders.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
+        self.write(body)
+        self.finish()
 
     def abortConnection(self) -> None:
         """Cut the client connection: a response that cannot be completed must look cut."""
@@ -129,28 +188,160 @@ class RelayRequest(server.Request):
         server.Request.finish(self)
 
 
+#: Seconds an idle check may run late before it suspects this process, not
+#: the peer, stood still (see ``_idleCheck``).
+LATE = 0.5
+
+#: What a connection is doing, for the timers and for graceful shutdown.
+IDLE = "idle"  # between requests (keep-alive)
+HEAD = "head"  # reading a request line and headers
+BODY = "body"  # request dispatched, its body still arriving
+BUSY = "busy"  # request body complete, response under way
+CLOSED = "closed"
+
+
 class RelayChannel(http.HTTPChannel):
-    """An HTTP/1.1 channel that hands requests over at the end of their headers."""
+    """An HTTP/1.1 channel that hands requests over at the end of their headers.
+
+    It also owns the connection's timers (``limits``): ``header_timeout`` from
+    the first byte of a request to the end of its headers (slow-loris); the idle
+    timer, which fires only when no byte moved either way for ``idle_timeout``
+    seconds (an upload paused for the upstream counts the upstream's progress,
+    and waiting for the upstream's answer is ``first_byte_timeout``'s job); and
+    ``first_byte_timeout``.  Twisted's own timeout (reset only by reads, and
+    off while a response is written) is not used.  Requests that are not valid
+    HTTP, too large a head, and timeouts all get S3 XML errors.
+    """
 
     _bodyPaused = False
-    _bodyTimeout: Any = None
     #: The TCP or TLS transport (ITransport does not declare producer methods).
     transport: Any
     #: Where to count connections (set by RelaySite).
     metrics: RelayMetrics | None = None
+    #: Timeouts and head-size limits (set by RelaySite).
+    limits: Limits = DEFAULT_LIMITS
+    #: Answer the next request with 503 SlowDown and close (too many connections).
+    overloaded = False
+    #: Called once the connection is gone (connection tracking).
+    onClosed: Callable[[RelayChannel], None] | None = None
+
+    _phase = IDLE
+    _draining = False
+    _idleSeconds: float | None = None
+    _lastProgress = 0.0
+    _idleDue = 0.0
+    _lateChecked = False
+    _idleCall: IDelayedCall | None = None
+    _headCall: IDelayedCall | None = None
+    _firstByteCall: IDelayedCall | None = None
+    _abortCall: IDelayedCall | None = None
+    _headLines = 0
+    _headBytes = 0
+
+    # Connection life.
 
     def connectionMade(self) -> None:
+        # The idle timer is ours (see the class docstring): keep Twisted's off.
+        self._idleSeconds, self.timeOut = self.timeOut, None
+        limits = self.limits
+        # Twisted's own head limits stay as a backstop behind ours.
+        self.MAX_LENGTH = max(limits.max_url_length + 64, limits.max_header_size) + 64
+        self.totalHeadersSize = limits.max_url_length + limits.max_header_size + 1024
+        self.maxHeaders = limits.max_headers + 10
         super().connectionMade()
         tune(self.transport)
+        self._touch()
+        self._armIdle()
         if self.metrics is not None:
             self.metrics.connection_opened()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._phase = CLOSED
+        for call in (self._idleCall, self._headCall, self._firstByteCall, self._abortCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._headCall = self._firstByteCall = self._abortCall = None
         super().connectionLost(reason)
         if self.metrics is not None:
             self.metrics.connection_closed()
+        if self.onClosed is not None:
+            self.onClosed(self)
+
+    # Reading requests.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase == CLOSED:
+            return
+        self._touch()
+        if self._phase == IDLE:
+            self._startHead()
+        super().dataReceived(data)
+
+    def _startHead(self) -> None:
+        self._phase = HEAD
+        self._headLines = self._headBytes = 0
+        if self._headCall is None:
+            self._headCall = self.callLater(self.limits.header_timeout, self._headTimedOut)
+
+    def lineReceived(self, line: bytes) -> None:
+        limits = self.limits
+        if self._phase == HEAD:
+            if self._headLines == 0:
+                if line:
+                    self._headLines = 1
+                    parts = line.split(b" ")
+                    target = parts[1] if len(parts) == 3 else line
+                    if len(target) > limits.max_url_length:
+                        self.refuseHead(url_too_long(len(target), limits.max_url_length))
+                        return
+            else:
+                self._headLines += 1
+                self._headBytes += len(line) + 2
+                if self._headBytes > limits.max_header_size:
+                    self.refuseHead(
+                        header_section_too_large(
+                            f"header lines exceed max_header_size = {limits.max_header_size}"
+                        )
+                    )
+                    return
+                # The empty line ending the head is no header.
+                if line and self._headLines - 1 > limits.max_headers:
+                    self.refuseHead(
+                        header_section_too_large(
+                            f"more than max_headers = {limits.max_headers} header lines"
+                        )
+                    )
+                    return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._phase == HEAD and self._headLines == 0:
+            self.refuseHead(url_too_long(len(line), self.limits.max_url_length))
+        else:
+            self.refuseHead(header_section_too_large("a header line longer than MAX_LENGTH"))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted-private: every malformed request (request line, header name
+        # or value, Content-Length, Transfer-Encoding, chunk framing) ends here,
+        # where stock Twisted writes a bare "400 Bad Request".
+        self.refuseHead(bad_request(f"malformed request ({self._phase})"))
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        persistent = bool(super().checkPersistence(request, version))
+        if self._draining or self.overloaded:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return persistent
 
     def allHeadersReceived(self) -> None:
+        if self._headCall is not None:
+            if self._headCall.active():
+                self._headCall.cancel()
+            self._headCall = None
+        if self.overloaded:
+            self.refuseHead(slow_down("too many client connections (max_connections)"))
+            return
+        self._phase = BODY
         request = self.requests[-1]
         # Hide Expect so that Twisted sends no automatic 100 Continue; the
         # resource sends it once the request is authenticated.
@@ -166,15 +357,209 @@ class RelayChannel(http.HTTPChannel):
         request.headersReceived(self._command, self._path, self._version)
 
     def allContentReceived(self) -> None:
-        if not self.requests:
-            # The response already ended and the connection is closing:
-            # whatever else arrives is dropped.
+        if not self.requests or self._phase == CLOSED:
+            # The response already ended (or the request was refused) and the
+            # connection is closing: whatever else arrives is dropped.
             self.dataReceived = lambda data: None  # type: ignore[method-assign]
             return
+        self._phase = BUSY
         super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        if self._phase != CLOSED:
+            self._phase = IDLE
+        self._touch()
+        self._armIdle()
+        super().requestDone(request)
+        if self._draining and self._phase == IDLE:
+            self._close()
+
+    # Refusals.
+
+    def refuseHead(self, error: S3Error) -> None:
+        """Answer ``error`` and close: the request (or what there is of it) is unusable."""
+        if self._phase == CLOSED:
+            return
+        if self._phase in (BODY, BUSY):
+            # The request was dispatched: its exchange answers (or cuts) it.
+            self._failRequest(error)
+            return
+        if self.metrics is not None:
+            self.metrics.refused(error.code)
+        log.info(
+            "refused request from {peer}: {code} ({reason})",
+            peer=str(self.transport.getPeer()),
+            code=error.code,
+            reason=error.reason,
+        )
+        request_id = secrets.token_hex(8).upper()
+        body = error.to_xml(request_id)
+        phrase = http.RESPONSES.get(error.status, b"Error")
+        self.transport.writeSequence(
+            [
+                b"HTTP/1.1 %d %s\r\n" % (error.status, phrase),
+                b"Content-Type: application/xml\r\n",
+                b"Content-Length: %d\r\n" % len(body),
+                b"x-amz-request-id: %s\r\n" % request_id.encode(),
+                b"Retry-After: 1\r\n" if error.status == 503 else b"",
+                b"Connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self._close()
+
+    def _failRequest(self, error: S3Error, close: bool = True) -> None:
+        request = self.requests[-1] if self.requests else None
+        if request is None or request.finishing:
+            if close:
+                self._close()
+            return
+        if request.startedWriting:
+            # Too late for a status: a cut connection, never a short body.
+            log.warn(
+                "aborting a response under way: {reason}", reason=error.reason
+            )
+            self.transport.abortConnection()
+            return
+        if close:
+            self.persistent = False
+        request.fail(error)
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        """Close after the pending writes; abort if the peer does not let them drain."""
+        if self._phase == CLOSED:
+            return
+        self._phase = CLOSED
+        self.persistent = False
+        for call in (self._idleCall, self._headCall, self._firstByteCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._headCall = self._firstByteCall = None
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        if not self.transport.disconnecting:
+            self.loseConnection()
+        if self.abortTimeout is not None and self._abortCall is None:
+            self._abortCall = self.callLater(self.abortTimeout, self.transport.abortConnection)
+
+    # Timers.
+
+    def _touch(self) -> None:
+        """Bytes moved: the connection is not idle."""
+        self._lastProgress = self._now()
+        self._lateChecked = False
+
+    def _armIdle(self) -> None:
+        if self._idleSeconds is None or self._phase == CLOSED:
+            return
+        if self._firstByteCall is not None:
+            return  # waiting for the upstream is first_byte_timeout's business
+        if self._idleCall is None or not self._idleCall.active():
+            self._idleCall = self._idleAfter(self._idleSeconds)
+
+    def _idleAfter(self, seconds: float) -> IDelayedCall:
+        self._idleDue = self._now() + seconds
+        return self.callLater(seconds, self._idleCheck)
+
+    def _now(self) -> float:
+        factory = self.factory
+        return factory.reactor.seconds() if factory is not None else 0.0
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        if self._idleSeconds is None or self._phase == CLOSED or self._firstByteCall is not None:
+            return
+        now = self._now()
+        left = self._lastProgress + self._idleSeconds - now
+        if left > 0:
+            # Progress since the timer was set: check again when it could expire.
+            self._idleCall = self._idleAfter(left)
+            return
+        if now - self._idleDue > LATE and not self._lateChecked:
+            # The timer ran late: this process was held up (a loaded host), and
+            # bytes that arrived meanwhile are not read yet.  Let them count
+            # first: an iteration's I/O runs before the next timers.
+            self._lateChecked = True
+            self._idleCall = self.callLater(0, self._idleCheck)
+            self._idleDue = now
+            return
+        self._lateChecked = False
+        self._idleTimedOut()
+
+    def _idleTimedOut(self) -> None:
+        seconds = self._idleSeconds
+        if self._phase == IDLE:
+            self._close()
+        elif self._phase == HEAD:
+            self.refuseHead(request_timeout(f"request head idle for idle_timeout = {seconds}s"))
+        elif self._phase == BODY and not self._bodyPaused:
+            self.refuseHead(request_timeout(f"request body idle for idle_timeout = {seconds}s"))
+        else:
+            # The upstream stopped taking the body, or stopped sending (or the
+            # client stopped reading) the response.
+            self.refuseHead(upstream_timeout(f"no bytes moved for idle_timeout = {seconds}s"))
+
+    def _headTimedOut(self) -> None:
+        self._headCall = None
+        if self._phase == HEAD:
+            timeout = self.limits.header_timeout
+            self.refuseHead(
+                request_timeout(f"request head not complete within header_timeout = {timeout}s")
+            )
+
+    def startFirstByte(self) -> None:
+        """The whole request is upstream: its answer is due within first_byte_timeout."""
+        if self._firstByteCall is None and self._phase != CLOSED:
+            if self._idleCall is not None and self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
+            self._firstByteCall = self.callLater(
+                self.limits.first_byte_timeout, self._firstByteTimedOut
+            )
+
+    def stopFirstByte(self) -> None:
+        call, self._firstByteCall = self._firstByteCall, None
+        if call is not None:
+            if call.active():
+                call.cancel()
+            self._touch()
+            self._armIdle()
+
+    def _firstByteTimedOut(self) -> None:
+        self._firstByteCall = None
+        timeout = self.limits.first_byte_timeout
+        # The request is complete: the connection may carry the next one.
+        self._failRequest(
+            upstream_timeout(f"no response headers within first_byte_timeout = {timeout}s"),
+            close=False,
+        )
+        self._touch()
+        self._armIdle()
+
+    # Graceful shutdown.
+
+    def drain(self) -> None:
+        """Finish the request under way, if any, then close; take no new one."""
+        self._draining = True
+        if self._phase == IDLE:
+            self._close()
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def abort(self) -> None:
+        """Cut the connection now (the shutdown grace is over)."""
+        self._phase = CLOSED
+        self.transport.abortConnection()
+
+    # Writing responses.
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         """Write the status line and headers, names as ``wire_name`` spells them."""
+        self._touch()
         if isinstance(headers, Headers):
             pairs = [(n, v) for n, values in headers.getAllRawHeaders() for v in values]
         else:
@@ -187,21 +572,33 @@ class RelayChannel(http.HTTPChannel):
         lines.append(b"\r\n")
         self.transport.writeSequence(lines)
 
+    def write(self, data: bytes) -> None:
+        self._touch()
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self._touch()
+        self.transport.writeSequence(iovec)
+
     def pauseBody(self) -> None:
-        """Stop reading the request body (the upstream cannot take more)."""
+        """Stop reading the request body (the upstream cannot take more).
+
+        The idle timer keeps running: while the body is paused it measures the
+        upstream's progress (``resumeBody``), not the client's.
+        """
         if not self._bodyPaused:
             self._bodyPaused = True
-            # A paused client is not idle: do not time it out for our stall.
-            self._bodyTimeout = self.setTimeout(None)
             self.transport.pauseProducing()
 
     def resumeBody(self) -> None:
+        self._touch()
         if self._bodyPaused:
             self._bodyPaused = False
-            self.setTimeout(self._bodyTimeout)
             self.transport.resumeProducing()
 
     def resumeProducing(self) -> None:
+        # The client took what was written: progress.
+        self._touch()
         super().resumeProducing()
         if self._bodyPaused:
             # HTTPChannel resumes reading when its writes drain; keep the

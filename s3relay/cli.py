@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from .config import ConfigError, load_config
-from .listen import listen_endpoint
+from .listen import check_listener
 from .tap import DEFAULT_CONFIG
 
 
@@ -30,15 +30,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.check_config)
-        listen_endpoint(reactor, config.server.listen)  # parses it and loads TLS files
+        # Parses it and loads the TLS files and cipher list.
+        check_listener(reactor, config.server.listen, tls=config.server.tls)
         if config.metrics_listen:
-            listen_endpoint(reactor, config.metrics_listen, "metrics")
+            check_listener(reactor, config.metrics_listen, "metrics")
     except ConfigError as e:
         print(f"s3relay: {args.check_config}: {e}", file=sys.stderr)
         return 1
     print(
         f"{args.check_config}: ok ({len(config.clients)} client keys, "
-        f"{len(config.credentials)} credential sets, upstream {config.upstream.url})"
+        f"{len(config.credential_specs)} credential sets, upstream {config.upstream.url})"
     )
     return 0
 

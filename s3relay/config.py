@@ -16,8 +16,30 @@ from types import MappingProxyType
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from .credspec import (
+    CredentialSet as CredentialSet,
+    CredentialSpec,
+    StaticSpec,
+    check_references,
+    parse_credentials,
+)
+from .errors import S3Error
 from .ini import ConfigError as ConfigError, Section, names as _names
+from .admission import (
+    DEFAULT_ADMISSION,
+    OPEN_CLIENT,
+    AdmissionConfig,
+    ClientAdmission,
+    client_multipart,
+    parse_admission,
+    parse_client_admission,
+)
+from .keylog import KeyLogging, parse_key_logging
+from .limits import DEFAULT_LIMITS, Limits, parse_limits
+from .anonymous import ANONYMOUS, parse_anonymous
 from .policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
+from .transforms import NO_TRANSFORMS, Transforms, parse_transforms
+from .tls import Subject, TlsSettings, parse_binding, parse_tls
 
 SELF = "self"
 ADDRESSING = ("path", "virtual")
@@ -32,6 +54,14 @@ class ServerConfig:
     regions: tuple[str, ...]
     #: Seconds a connection may sit idle between requests or while sending headers.
     idle_timeout: float
+    #: Client-facing TLS: protocol floor, ciphers, certificate, mTLS (``tls``).
+    tls: TlsSettings = TlsSettings()
+    #: How access records show object keys (``keylog``).
+    log_keys: KeyLogging = KeyLogging()
+    #: Timeouts, request-size limits, connection limit and shutdown grace (``limits``).
+    limits: Limits = DEFAULT_LIMITS
+    #: Who may connect, by which Host, and the relay's rate limits (``admission``).
+    admission: AdmissionConfig = DEFAULT_ADMISSION
 
 
 @dataclass(frozen=True)
@@ -64,16 +94,6 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
-class CredentialSet:
-    """A key pair the relay signs upstream requests with."""
-
-    name: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class ClientKey:
     """A key pair a client signs its requests to the relay with."""
 
@@ -84,38 +104,64 @@ class ClientKey:
     credentials: str
     #: What the client may do (buckets, prefixes, operation classes); default: everything.
     policy: ClientPolicy = ALLOW_ALL
+    #: The subject its TLS client certificate must have (``tls``); None: any connection.
+    certificate_subject: Subject | None = None
+    #: Its own allowed_networks and rate limits (``admission``).
+    admission: ClientAdmission = OPEN_CLIENT
 
 
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig
     upstream: UpstreamConfig
+    #: The static credential sets (``source = static``), by name.
     credentials: Mapping[str, CredentialSet]
     clients: Mapping[str, ClientKey]
     #: Index of ``clients`` by access key id.
     clients_by_key: Mapping[str, ClientKey] = field(repr=False)
     #: Endpoint of the management site (/metrics, /healthz, /readyz); None = none.
     metrics_listen: str | None = None
+    #: Every credential set's spec by name, static or fetched at run time
+    #: (s3relay.credentials keeps the fetched ones fresh).
+    credential_specs: Mapping[str, CredentialSpec] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    #: The client unsigned requests act as (``[anonymous]``); None: refused.
+    anonymous: ClientKey | None = None
+    #: Storage class and headers added to upstream writes (``transforms``).
+    transforms: Transforms = NO_TRANSFORMS
 
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
 
     def upstream_credentials(self, client: ClientKey) -> CredentialSet:
-        """The credential set that re-signs ``client``'s requests."""
+        """The credential set that re-signs ``client``'s requests, if it is static.
+
+        A set fetched at run time has no value here: s3relay.credentials
+        answers for those, and without it the request fails closed.
+        """
         if client.credentials == SELF:
             return CredentialSet(
                 f"client:{client.name}", client.access_key_id, client.secret_access_key
             )
+        if client.credentials not in self.credentials:
+            raise S3Error(
+                "ServiceUnavailable",
+                "The relay has no upstream credentials right now; please retry.",
+                503,
+                f"credential set {client.credentials} is not static and has no provider",
+            )
         return self.credentials[client.credentials]
 
 
-def _policy(section: Section) -> ClientPolicy:
+def _policy(section: Section, multipart: bool = True) -> ClientPolicy:
     try:
         return parse_policy(
             buckets=section.optional("buckets"),
             prefixes=section.optional("prefixes"),
             operations=section.optional("operations"),
             read_only=section.optional("read_only"),
+            multipart=client_multipart(section, multipart),
         )
     except PolicyError as e:
         raise ConfigError(section.name, e.key, e.message) from None
@@ -126,11 +172,16 @@ def _server(section: Section) -> ServerConfig:
     regions = _names(section.get("region", "us-east-1"))
     if not regions:
         raise ConfigError(section.name, "region", "names no region")
+    listen = section.get("listen", "tcp:8080:interface=127.0.0.1")
     return ServerConfig(
-        listen=section.get("listen", "tcp:8080:interface=127.0.0.1"),
+        listen=listen,
         hostnames=hostnames,
         regions=regions,
         idle_timeout=section.convert("idle_timeout", "60", float),
+        tls=parse_tls(section, listen),
+        log_keys=parse_key_logging(section),
+        limits=parse_limits(section),
+        admission=parse_admission(section),
     )
 
 
@@ -196,7 +247,10 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
-        if name not in ("server", "upstream", "metrics") and kind not in ("credentials", "client"):
+        if name not in ("server", "upstream", "metrics", "anonymous") and kind not in (
+            "credentials",
+            "client",
+        ):
             raise ConfigError(name, None, "unknown section")
         if kind in ("credentials", "client") and not name.partition(":")[2].strip():
             raise ConfigError(name, None, f"needs a name: [{kind}:NAME]")
@@ -212,33 +266,34 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     upstream = _upstream(sections["upstream"])
     metrics_listen = sections["metrics"].get("listen") if "metrics" in sections else None
 
-    credentials: dict[str, CredentialSet] = {}
+    specs: dict[str, CredentialSpec] = {}
     clients: dict[str, ClientKey] = {}
     for name, section in sections.items():
         kind, _, label = name.partition(":")
         label = label.strip()
         if kind == "credentials":
-            credentials[label] = CredentialSet(
-                name=label,
-                access_key_id=section.get("access_key_id"),
-                secret_access_key=section.secret("secret_access_key"),
-                session_token=section.optional("session_token"),
-            )
+            specs[label] = parse_credentials(section, label)
         elif kind == "client":
             clients[label] = ClientKey(
                 name=label,
                 access_key_id=section.get("access_key_id"),
                 secret_access_key=section.secret("secret_access_key"),
                 credentials=section.get("credentials"),
-                policy=_policy(section),
+                policy=_policy(section, server.admission.multipart),
+                certificate_subject=parse_binding(section, server.tls),
+                admission=parse_client_admission(section),
             )
-    if SELF in credentials:
+    if SELF in specs:
         raise ConfigError(f"credentials:{SELF}", None, f"'{SELF}' is a reserved name")
+    check_references(specs)
+    credentials = {
+        name: spec.credentials for name, spec in specs.items() if isinstance(spec, StaticSpec)
+    }
 
     by_key: dict[str, ClientKey] = {}
     for client in clients.values():
         section_name = f"client:{client.name}"
-        if client.credentials != SELF and client.credentials not in credentials:
+        if client.credentials != SELF and client.credentials not in specs:
             raise ConfigError(
                 section_name,
                 "credentials",
@@ -249,6 +304,17 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
             raise ConfigError(section_name, "access_key_id", f"already used by [client:{other}]")
         by_key[client.access_key_id] = client
 
+    anonymous = None
+    if "anonymous" in sections:
+        access = parse_anonymous(
+            sections["anonymous"], specs, clients, server.admission.multipart
+        )
+        anonymous = ClientKey(ANONYMOUS, "", "", access.credentials, access.policy)
+    transforms = parse_transforms(
+        sections["upstream"],
+        {n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("client:")},
+    )
+
     for section in sections.values():
         section.check_unknown()
     return Config(
@@ -258,6 +324,9 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         MappingProxyType(clients),
         MappingProxyType(by_key),
         metrics_listen,
+        credential_specs=MappingProxyType(specs),
+        anonymous=anonymous,
+        transforms=transforms,
     )
 
 

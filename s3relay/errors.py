@@ -10,6 +10,7 @@ value into the XML body S3 itself would send.
 
 from __future__ import annotations
 
+from typing import Mapping
 from xml.sax.saxutils import escape
 
 
@@ -17,7 +18,12 @@ class S3Error(Exception):
     """A request the relay refuses, expressed the way S3 would refuse it."""
 
     def __init__(
-        self, code: str, message: str, status: int = 400, reason: str | None = None
+        self,
+        code: str,
+        message: str,
+        status: int = 400,
+        reason: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -25,6 +31,8 @@ class S3Error(Exception):
         self.status = status
         #: Why, for the log: defaults to the client-facing message.
         self.reason = reason if reason is not None else message
+        #: Extra response headers (``Retry-After`` for SlowDown).
+        self.headers: Mapping[str, str] = headers or {}
 
     def to_xml(self, request_id: str, resource: str = "") -> bytes:
         """The S3 error document for this error."""

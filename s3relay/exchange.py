@@ -5,7 +5,7 @@ last response byte, and every way that can end early."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
@@ -21,9 +21,12 @@ from .body import StreamingBody
 from .bodyplan import BodyFilter, BodyPlan
 from .channel import RelayRequest
 from .errors import S3Error
+from .filtered import FilteredRelay, ResponseRefused, Rewrite
 from .forward import HOP_BY_HOP, UpstreamRequest, wire_name
+from .keylog import plain_key
 from .management import UpstreamHealth
 from .metrics import RelayMetrics
+from .retry import may_retry
 from .upstream import ResponseRelay
 
 log = Logger(namespace="s3relay")
@@ -42,6 +45,8 @@ def send_error(request: RelayRequest, error: S3Error, request_id: str, resource:
     request.responseHeaders.setRawHeaders(b"content-type", [b"application/xml"])
     request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
     request.responseHeaders.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
+    for name, value in error.headers.items():
+        request.responseHeaders.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
     request.write(body)
     request.finish()
 
@@ -104,7 +109,16 @@ class Exchange:
         self.client: str | None = None
         self.bucket: str | None = None
         self.key: bytes | None = None
+        #: How the access record shows ``key`` (``[server] log_keys``); None: left out.
+        self.key_text: Callable[[bytes], str] | None = plain_key
+        #: Access-record fields saying where the request came from (``admission``).
+        self.origin: dict[str, object] = {}
+        #: Runs once when the request ends, however it ends (frees rate-limit slots).
+        self.on_end: Callable[[], None] | None = None
+        #: Rewrites a 200 response body before the client sees it (held whole, capped).
+        self.rewrite: Rewrite | None = None
         self._error_code: str | None = None
+        self._error_reason: str | None = None
         self._upstream_status: int | None = None
         self._upstream_request_id: str | None = None
         self._monitor = monitor
@@ -115,7 +129,13 @@ class Exchange:
         self._pending: Deferred[IResponse] | None = None
         self._relay: ResponseRelay | None = None
         self._client_gone = False
+        #: Whether the upstream request was already sent a second time.
+        self._retried = False
+        self._retry_with: UpstreamRequest | None = None
         request.notifyFinish().addErrback(self._client_lost)
+        request.failHandler = self._channel_failed
+        #: Set once the channel gave up on the upstream (a timeout).
+        self._given_up = False
 
     def start(self, upstream: UpstreamRequest, plan: BodyPlan, body_filter: BodyFilter) -> None:
         request = self.request
@@ -128,34 +148,49 @@ class Exchange:
                 return
         else:
             producer = self._body = StreamingBody(
-                plan.length, body_filter, request, self._body_rejected
+                plan.length, body_filter, request, self._body_rejected,
+                verify_first=plan.verify_first,
             )
             request.bodyReceiver = producer
         request.sendContinue()
+        if producer is not None and producer.verified is not None:
+            # The upstream hears of this request only once its whole body passed.
+            producer.verified.addCallback(lambda _: self._request_upstream(upstream, producer))
+            return
+        self._request_upstream(upstream, producer)
+
+    def _request_upstream(self, upstream: UpstreamRequest, producer: StreamingBody | None) -> None:
         headers = _AmzHeaders(
             {k.encode("latin-1"): [v.encode("latin-1")] for k, v in upstream.headers.items()}
         )
         self._upstream_started = self._monitor.clock.seconds()
+        self.request.awaitUpstream()  # first_byte_timeout, once the body is complete
+        # Kept for one retry on a new connection (_retry_upstream).
+        self._retry_with = upstream if not self._retried else None
         self._pending = self._agent.request(
-            upstream.method.encode("ascii"), upstream.url.encode("ascii"), headers, producer
+            upstream.method.encode("ascii"), upstream.url.encode("ascii"), headers,
+            producer.attempt() if producer is not None else None,
         )
         self._pending.addCallbacks(self._response, self._failed)
 
     def refuse(self, error: S3Error) -> None:
+        self.request.upstreamAnswered()
         log.info(
             "refused {method} {resource}: {code} ({reason}) request_id={request_id}",
             method=self.request.method.decode("latin-1"),
-            resource=self.resource,
+            resource=self._log_resource(),
             code=error.code,
             reason=error.reason,
             request_id=self.request_id,
         )
         self._monitor.metrics.refused(error.code)
         self._error_code = error.code
+        self._error_reason = error.reason
         send_error(self.request, error, self.request_id, self.resource)
 
     def _response(self, response: IResponse) -> None:
         self._pending = None
+        self.request.upstreamAnswered()
         now = self._monitor.clock.seconds()
         self._monitor.metrics.upstream_response(now - self._upstream_started)
         self._monitor.health.success(now)
@@ -173,7 +208,11 @@ class Exchange:
         if isinstance(response.length, int) and request.method != b"HEAD":
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         request.responseHeaders.setRawHeaders(b"x-s3relay-request-id", [self.request_id.encode()])
-        self._relay = relay = ResponseRelay(request)
+        relay: ResponseRelay
+        if self.rewrite is not None and response.code == 200:
+            self._relay = relay = FilteredRelay(request, self.rewrite)
+        else:
+            self._relay = relay = ResponseRelay(request)
         response.deliverBody(relay)
         relay.done.addCallbacks(self._response_done, self._response_failed)
 
@@ -182,10 +221,13 @@ class Exchange:
             self.request.finish()
 
     def _response_failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, ResponseRefused):
+            self.refuse(failure.value.error)
+            return
         log.warn(
             "upstream died mid-response to {method} {resource}: {error} request_id={request_id}",
             method=self.request.method.decode("latin-1"),
-            resource=self.resource,
+            resource=self._log_resource(),
             error=failure.getErrorMessage(),
             request_id=self.request_id,
         )
@@ -198,11 +240,49 @@ class Exchange:
         self._pending = None
         if self._body is not None and self._body.error is not None:
             return  # already answered by _body_rejected
-        if self._client_gone or failure.check(CancelledError):
+        if self._client_gone or self._given_up or failure.check(CancelledError):
+            return
+        if self._retry_upstream(failure):
             return
         error = upstream_error(failure)
         self._monitor.metrics.upstream_error(failure_kind(failure))
         self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
+        self.refuse(error)
+
+    def _retry_upstream(self, failure: Failure) -> bool:
+        """Send the request again, once, if its connection died before any
+        response and no body byte left (a stale pooled connection; retry.py)."""
+        upstream, self._retry_with = self._retry_with, None
+        if upstream is None or not may_retry(upstream.method, failure, self._body):
+            return False
+        log.info(
+            "upstream connection died before answering {method} {resource} ({error}); "
+            "retrying on a new connection request_id={request_id}",
+            method=upstream.method,
+            resource=self._log_resource(),
+            error=failure.getErrorMessage(),
+            request_id=self.request_id,
+        )
+        self._monitor.metrics.upstream_error("retried")
+        self._retried = True
+        self._request_upstream(upstream, self._body)
+        return True
+
+    def _channel_failed(self, error: S3Error) -> None:
+        """The channel gave up on this request (a timeout, a malformed body):
+        drop the upstream request and answer ``error`` (limits, channel)."""
+        self._given_up = True
+        if error.status == 503:  # the upstream stalled (limits.upstream_timeout)
+            self._monitor.metrics.upstream_error("timeout")
+            self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        if self._relay is not None:
+            # Upstream headers are in, the client has none: cut, never mix.
+            self._relay.stop()
+            self.request.abortConnection()
+            return
         self.refuse(error)
 
     def _body_rejected(self, error: S3Error) -> None:
@@ -212,6 +292,8 @@ class Exchange:
         self.refuse(error)
 
     def _ended(self, _: object) -> None:
+        if self.on_end is not None:
+            self.on_end()
         request = self.request
         method = request.method.decode("latin-1")
         status = request.code if request.startedWriting else 0
@@ -230,7 +312,7 @@ class Exchange:
             "method": method,
             "operation": self.operation,
             "bucket": self.bucket,
-            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "key": self.key_text(self.key) if self.key is not None and self.key_text else None,
             "status": status,
             "error_code": self._error_code,
             "bytes_in": request.bodyReceived,
@@ -238,16 +320,30 @@ class Exchange:
             "duration": round(duration, 6),
             "upstream_status": self._upstream_status,
             "upstream_request_id": self._upstream_request_id,
+            "reason": self._error_reason,
         }
+        access.update(self.origin)
+        if self.key_text is None:
+            del access["key"]
         log.info(
             "access {method} {resource} {status} {operation} request_id={request_id}",
             method=method,
-            resource=self.resource,
+            resource=self._log_resource(),
             status=status,
             operation=self.operation,
             request_id=self.request_id,
             access=access,
         )
+
+    def _log_resource(self) -> str:
+        """The resource for log lines: the key shown as ``log_keys`` says."""
+        if self.key_text is plain_key:
+            return self.resource
+        if self.key is None:
+            # Before the target is parsed the path may still hold a key.
+            return self.resource if self.bucket is not None else "(path not logged)"
+        shown = self.key_text(self.key) if self.key_text is not None else "(key not logged)"
+        return f"/{self.bucket}/{shown}" if self.bucket is not None else f"/{shown}"
 
     def _client_lost(self, reason: Failure) -> None:
         self._client_gone = True

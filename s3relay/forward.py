@@ -44,6 +44,10 @@ _RELAY_OWNED = frozenset(
         "x-amz-security-token",
         "x-amz-decoded-content-length",
         "x-amz-trailer",
+        # Client claims about its address: judged by the relay (admission),
+        # never passed on, so an upstream trusting them (aws:SourceIp) cannot be fooled.
+        "x-forwarded-for",
+        "forwarded",
     }
 )
 
@@ -113,8 +117,13 @@ def build_upstream_request(
     upstream: UpstreamConfig,
     now: datetime.datetime,
     cache: sigv4.SigningKeyCache,
+    added: Mapping[str, str] | None = None,
 ) -> UpstreamRequest:
-    """Translate, strip and re-sign a verified client request for ``upstream``."""
+    """Translate, strip and re-sign a verified client request for ``upstream``.
+
+    ``added`` (lowercase names) replaces any client header of the same name
+    and is signed with the rest (s3relay.transforms).
+    """
     host, path = upstream_location(target, upstream)
     pairs = sigv4.query_pairs(raw_query)
     if presigned:
@@ -127,6 +136,7 @@ def build_upstream_request(
     if "content-encoding" not in plan.headers:
         _drop_aws_chunked(headers)
     headers.update(plan.headers)
+    headers.update(added or {})
     headers["host"] = host
     headers["x-amz-content-sha256"] = plan.payload_hash
     signed = {name: value for name, value in headers.items() if name not in _UNSIGNED}

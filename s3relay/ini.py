@@ -30,6 +30,11 @@ class Section:
         self._base_dir = base_dir
         self._used: set[str] = set()
 
+    @property
+    def base_dir(self) -> str:
+        """Where relative file names in this section resolve from (the config's directory)."""
+        return self._base_dir
+
     def get(self, key: str, default: str | None = None) -> str:
         self._used.add(key)
         value = self._items.get(key, default)

@@ -148,6 +148,14 @@ class RelayMetrics:
             ["code"],
             registry=r,
         )
+        self._admission_refusals = Counter(
+            "s3relay_admission_refusals",
+            "Requests refused by an admission rule (network, client_network, host,"
+            " relay_rate, client_rate, relay_concurrency, client_concurrency).",
+            ["rule"],
+            registry=r,
+        )
+        self._rule = _Label(r"[a-z][a-z_]{0,31}", "other", 20)
         self._tls_failures = Counter(
             "s3relay_tls_handshake_failures", "Client TLS handshakes that failed.", registry=r
         )
@@ -160,6 +168,12 @@ class RelayMetrics:
         self._refresh_failures = Counter(
             "s3relay_credential_refresh_failures",
             "Failed attempts to refresh a credential set.",
+            ["name"],
+            registry=r,
+        )
+        self._source_state = Gauge(
+            "s3relay_credential_source_circuit_state",
+            "Circuit breaker of a credential set's source: 0 closed, 1 half-open, 2 open.",
             ["name"],
             registry=r,
         )
@@ -217,13 +231,19 @@ class RelayMetrics:
 
     def upstream_error(self, kind: str) -> None:
         """An upstream request failed: ``kind`` is a short word such as
-        ``connect``, ``dns``, ``timeout``, ``tls``, ``response``, ``body``."""
+        ``connect``, ``dns``, ``timeout``, ``tls``, ``response``, ``body``,
+        ``retried`` (a connection died unanswered and the request went again)."""
         self._upstream_errors.labels(self._kind(kind)).inc()
 
     def refused(self, code: str) -> None:
         """The relay refused a request with S3 error ``code`` (in addition to
         ``request_finished``, which counts it by status)."""
         self._refusals.labels(self._code(code)).inc()
+
+    def admission_refused(self, rule: str) -> None:
+        """A request was refused by admission ``rule`` (``admission``): which
+        network, Host or rate rule, beyond the S3 code ``refused`` counts."""
+        self._admission_refusals.labels(self._rule(rule)).inc()
 
     def tls_handshake_failed(self) -> None:
         self._tls_failures.inc()
@@ -237,6 +257,10 @@ class RelayMetrics:
 
     def credential_refresh_failed(self, name: str) -> None:
         self._refresh_failures.labels(self._name(name)).inc()
+
+    def credential_source_state(self, name: str, state: int) -> None:
+        """The source's circuit breaker moved to ``state`` (0 closed, 1 half-open, 2 open)."""
+        self._source_state.labels(self._name(name)).set(state)
 
     # -- exposition ---------------------------------------------------------
 

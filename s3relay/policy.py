@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .errors import S3Error
 
@@ -35,6 +35,14 @@ READ_ONLY = frozenset({"read", "list"})
 #: must ask only for keys under one of its prefixes (``?prefix=``).
 KEY_LISTINGS = frozenset(
     {"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUploads"}
+)
+
+
+#: What ``multipart = no`` refuses: starting, feeding and completing uploads.
+#: AbortMultipartUpload, ListParts and ListMultipartUploads stay allowed (under
+#: the ``multipart`` operation class) so that leftovers can be found and removed.
+MULTIPART_UPLOADS = frozenset(
+    {"CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload"}
 )
 
 
@@ -57,6 +65,9 @@ class ClientPolicy:
     prefixes: tuple[tuple[str, str], ...] | None = None
     #: Access classes the client may use.
     operations: frozenset[str] = frozenset(ACCESS_CLASSES)
+    #: Whether the client may upload in parts (``multipart = no``: the
+    #: MULTIPART_UPLOADS operations are refused; cleanup stays allowed).
+    multipart_uploads: bool = True
 
     def bucket_allowed(self, bucket: str) -> bool:
         return self.buckets is None or any(fnmatchcase(bucket, glob) for glob in self.buckets)
@@ -82,6 +93,7 @@ def parse_policy(
     prefixes: str | None = None,
     operations: str | None = None,
     read_only: str | None = None,
+    multipart: str | None = None,
 ) -> ClientPolicy:
     """The policy of a client section's raw values (None: key absent).
 
@@ -138,7 +150,9 @@ def parse_policy(
                         f" or {ALL})",
                     )
             classes = frozenset(names)
-    return ClientPolicy(bucket_globs, prefix_rules, classes)
+    if multipart is not None and multipart not in ("yes", "no"):
+        raise PolicyError("multipart", "must be yes or no")
+    return ClientPolicy(bucket_globs, prefix_rules, classes, multipart != "no")
 
 
 def _denied(client_name: str, rule: str) -> S3Error:
@@ -167,18 +181,29 @@ def _check_bucket(policy: ClientPolicy, client_name: str, bucket: str, what: str
         raise _denied(client_name, f"{what} {bucket!r} not allowed")
 
 
+def check_keys(
+    policy: ClientPolicy, client_name: str, bucket: str, keys: Sequence[bytes], what: str
+) -> None:
+    """Raise AccessDenied unless every key in ``keys`` is under ``bucket``'s prefixes."""
+    for key in keys:
+        _check_key(policy, client_name, bucket, key, what)
+
+
 def authorize(
     policy: ClientPolicy,
     client_name: str,
     operation: Operation,
     target: Target,
     query: Mapping[bytes, bytes],
+    body_keys_checked: bool = False,
 ) -> None:
     """Raise AccessDenied unless ``client_name`` may do ``operation`` on ``target``.
 
     ``query`` holds the decoded query parameters (a repeated name must be left
     out by the caller, so that a value cannot be checked here and another one
-    used upstream).  The checks, in order: a recognised operation, its access
+    used upstream).  ``body_keys_checked`` says the caller checks the keys a
+    DeleteObjects body names (s3relay.multidelete) before it goes upstream.
+    The checks, in order: a recognised operation, its access
     class, the bucket, then the key (or the listing prefix) against the
     bucket's prefixes, and for copies the source with the ``read`` class.
     """
@@ -186,12 +211,19 @@ def authorize(
         raise _denied(client_name, "unrecognised S3 request")
     if operation.access not in policy.operations:
         raise _denied(client_name, f"operation class {operation.access!r} not allowed")
+    if not policy.multipart_uploads and operation.name in MULTIPART_UPLOADS:
+        raise S3Error(
+            "AccessDenied",
+            "Multipart uploads are disabled on this relay; upload with a single PUT.",
+            403,
+            f"client {client_name}: multipart = no ({operation.name})",
+        )
     bucket = target.bucket
-    if bucket is None:  # ListBuckets; filtering the bucket list is not done (yet)
+    if bucket is None:  # ListBuckets: its answer is filtered (s3relay.listbuckets)
         return
     _check_bucket(policy, client_name, bucket, "bucket")
     if policy.prefixes is not None:
-        if operation.name == "DeleteObjects":
+        if operation.name == "DeleteObjects" and not body_keys_checked:
             raise _denied(client_name, "multi-delete with prefix restrictions is not supported yet")
         if target.key:
             _check_key(policy, client_name, bucket, target.key, "key")

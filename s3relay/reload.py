@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from .config import Config, ConfigError, UpstreamConfig, load_config
+from .credentials import CredentialProviders
 from .resource import RelaySite
 
 log = Logger(namespace="s3relay")
@@ -33,6 +34,7 @@ class Reloader(Service):
         make_agent: Callable[[UpstreamConfig], IAgent],
         reactor: Any,
         notify: Callable[[bytes], object],
+        credentials: CredentialProviders | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -41,6 +43,8 @@ class Reloader(Service):
         self._make_agent = make_agent
         self._reactor = reactor
         self._notify = notify
+        #: Rebuilt for the new config's credential sets (unchanged ones kept).
+        self._credentials = credentials
         self._previous: Any = None
 
     def startService(self) -> None:
@@ -71,8 +75,11 @@ class Reloader(Service):
                 log.warn("reload: listener changes take effect at the next restart")
             if config.upstream != old.upstream:
                 self._agent = self._make_agent(config.upstream)
+            if self._credentials is not None:
+                self._credentials.reconfigure(config)
             self._site.resource.reconfigure(config, self._agent)
             self._site.timeOut = config.server.idle_timeout
+            self._site.limits = config.server.limits
             self._config = config
             log.info(
                 "reloaded {path}: {clients} client keys, upstream {url}",

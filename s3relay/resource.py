@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import secrets
 from collections import Counter
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
@@ -18,13 +19,19 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from . import sigv4
+from . import admission, anonymous, multidelete, sigv4
 from .addressing import parse_target
 from .bodyplan import plan_body
 from .channel import RelayChannel, RelayRequest
-from .config import Config
+from .connections import Connections
+from .limits import DEFAULT_LIMITS, Limits, check_declared_size
+from .client_cert import check_binding
+from .config import ClientKey, Config
+from .credentials import CredentialProviders
 from .errors import S3Error
 from .exchange import Exchange, Monitor
+from .filtered import Rewrite
+from .listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
 from .operations import classify
 from .policy import authorize
 from .forward import build_upstream_request
@@ -44,17 +51,35 @@ class RelayResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, config: Config, agent: IAgent, monitor: Monitor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        agent: IAgent,
+        monitor: Monitor,
+        credentials: CredentialProviders | None = None,
+    ) -> None:
         super().__init__()
+        #: Fetched upstream credentials (None: static sets only, others fail closed).
+        self._credentials = credentials
         self._config = config
         self._agent = agent
         self._monitor = monitor
         self._clock = monitor.clock
         self._keys = sigv4.SigningKeyCache()
+        #: Network, Host and rate checks, with the rate limiter's state.
+        self._gate = admission.Gate(self._clock.seconds, monitor.metrics)
+        #: Salt for ``log_keys = hash`` without ``log_key_salt``: one per process.
+        self._key_salt = secrets.token_bytes(32)
 
     def reconfigure(self, config: Config, agent: IAgent) -> None:
         """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
         self._config, self._agent = config, agent
+
+    def _upstream_credentials(self, config: Config, client: ClientKey) -> Any:
+        """The client's upstream credentials; a 503 S3Error when there are none valid."""
+        if self._credentials is None:
+            return config.upstream_credentials(client)
+        return self._credentials.for_client(config, client)
 
     def _secret_for(self, access_key: str) -> str | None:
         client = self._config.client(access_key)
@@ -66,6 +91,7 @@ class RelayResource(Resource):
         exchange = Exchange(
             request, self._agent, request_id, request.path.decode("latin-1"), self._monitor
         )
+        exchange.key_text = self._config.server.log_keys.key_text(self._key_salt)
         try:
             self._relay(request, exchange, request_headers(request))
         except S3Error as e:
@@ -78,24 +104,36 @@ class RelayResource(Resource):
         config = self._config
         method = request.method.decode("latin-1")
         raw_path, _, raw_query = request.uri.partition(b"?")
+        peer = admission.peer_address(request.getClientAddress())
+        origin, exchange.origin = admission.origin_of(config.server.admission, peer, headers)
+        self._gate.check_connection(
+            config.server.admission, config.server.hostnames, origin, headers
+        )
+        check_declared_size(headers, request.bodyLength, config.server.limits)
         host = (headers.get("host") or [""])[0]
         target = parse_target(host, raw_path, config.server.hostnames)
         exchange.resource = target.resource
         exchange.bucket, exchange.key = target.bucket, target.key
         now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
-        verified = sigv4.verify(
-            method,
-            raw_path,
-            raw_query,
-            headers,
-            now,
-            self._secret_for,
-            config.server.regions,
-            self._keys,
-        )
-        client = config.client(verified.access_key)
+        if config.anonymous is not None and anonymous.is_unsigned(headers, raw_query):
+            verified = anonymous.verified(headers)
+            client: ClientKey | None = config.anonymous
+        else:
+            verified = sigv4.verify(
+                method,
+                raw_path,
+                raw_query,
+                headers,
+                now,
+                self._secret_for,
+                config.server.regions,
+                self._keys,
+            )
+            client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
         exchange.client = client.name
+        self._gate.check_client(client.name, client.admission, origin)
+        check_binding(client.name, client.certificate_subject, request.channel.transport)
         pairs = sigv4.query_pairs(raw_query)
         query_names = {name for name, _ in pairs}
         operation = classify(method, target, query_names, headers)
@@ -105,7 +143,8 @@ class RelayResource(Resource):
         # its one prefix is refused).
         counts = Counter(name for name, _ in pairs)
         query = {name: value for name, value in pairs if counts[name] == 1}
-        authorize(client.policy, client.name, operation, target, query)
+        deleting = operation.name == "DeleteObjects"  # keys checked below (multidelete)
+        authorize(client.policy, client.name, operation, target, query, body_keys_checked=deleting)
         if "x-amz-security-token" in headers or b"X-Amz-Security-Token" in query_names:
             # Client keys are long-term: a session token means the client holds
             # other credentials than it signed with.  S3 would refuse it too.
@@ -116,6 +155,15 @@ class RelayResource(Resource):
                 "a session token with a long-term relay key",
             )
         plan, body_filter = plan_body(headers, verified, request.bodyLength)
+        if deleting and client.policy.prefixes is not None and target.bucket is not None:
+            plan, body_filter = multidelete.hold_for_check(
+                plan, body_filter, client.policy, client.name, target.bucket
+            )
+        if operation.name == "ListBuckets" and client.policy.buckets is not None:
+            exchange.rewrite = Rewrite(
+                partial(filter_buckets, allowed=client.policy.bucket_allowed),
+                MAX_LIST_BUCKETS_BYTES,
+            )
         upstream_request = build_upstream_request(
             method,
             target,
@@ -123,11 +171,15 @@ class RelayResource(Resource):
             b"X-Amz-Signature" in query_names,
             headers,
             plan,
-            config.upstream_credentials(client),
+            self._upstream_credentials(config, client),
             config.upstream,
             now,
             self._keys,
+            config.transforms.headers_for(operation.name, client.name, target.bucket),
         )
+        exchange.on_end = self._gate.admit(
+            config.server.admission, client.name, client.admission
+        ).release
         exchange.start(upstream_request, plan, body_filter)
 
 
@@ -143,19 +195,38 @@ class RelaySite(Site):
     requestFactory = RelayRequest
     #: Counts connections (RelayChannel reports to it).
     metrics: RelayMetrics | None = None
+    #: Timeouts and limits for new connections (``limits``; replaced on reload).
+    limits: Limits = DEFAULT_LIMITS
+    #: Open connections, for max_connections and graceful shutdown (``connections``).
+    connections: Connections | None = None
 
     def log(self, request: Any) -> None:
         """No combined-format line: every request gets a structured access record."""
 
     def buildProtocol(self, addr: Any) -> Any:
+        connections = self.connections
+        max_connections = self.limits.max_connections
+        if connections is not None and not connections.may_accept(max_connections):
+            return None  # shutting down, or flooded: close at once
         channel = super().buildProtocol(addr)
         channel.metrics = self.metrics
+        channel.limits = self.limits
+        if connections is not None:
+            connections.add(channel, max_connections)
         return channel
 
 
-def make_site(config: Config, agent: IAgent, reactor: IReactorTime, monitor: Monitor) -> RelaySite:
-    site = RelaySite(RelayResource(config, agent, monitor), reactor=reactor)
+def make_site(
+    config: Config,
+    agent: IAgent,
+    reactor: IReactorTime,
+    monitor: Monitor,
+    credentials: CredentialProviders | None = None,
+) -> RelaySite:
+    site = RelaySite(RelayResource(config, agent, monitor, credentials), reactor=reactor)
     site.metrics = monitor.metrics
     site.timeOut = config.server.idle_timeout
+    site.limits = config.server.limits
+    site.connections = Connections()
     site.displayTracebacks = False
     return site

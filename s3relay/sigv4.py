@@ -338,8 +338,11 @@ def _request_time(auth: ParsedAuth) -> datetime.datetime:
     """The parsed X-Amz-Date of the request."""
     try:
         if _AMZ_DATE.fullmatch(auth.amz_date):
-            when = datetime.datetime.strptime(auth.amz_date, _AMZ_DATE_FORMAT)
-            return when.replace(tzinfo=datetime.timezone.utc)
+            d = auth.amz_date  # yyyymmddThhmmssZ; slicing is 10x faster than strptime
+            return datetime.datetime(
+                int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]),
+                int(d[13:15]), tzinfo=datetime.timezone.utc,
+            )
     except ValueError:
         pass
     if auth.presigned:

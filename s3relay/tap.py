@@ -11,6 +11,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import ConfigError, load_config
+from .connections import GracefulShutdown
+from .credentials import CredentialProviders, SourceWorld, make_source_agent
 from .exchange import Monitor
 from .listen import listen_endpoint
 from .management import Readiness, UpstreamHealth, make_management_site
@@ -35,9 +37,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """The relay service: one listener in front of the configured upstream."""
     if reactor is None:
         from twisted.internet import reactor
+    metrics = RelayMetrics()
     try:
         config = load_config(options["config"])
-        endpoint = listen_endpoint(reactor, config.server.listen)
+        endpoint = listen_endpoint(
+            reactor, config.server.listen, tls=config.server.tls,
+            handshake_failed=metrics.tls_handshake_failed,
+        )
         metrics_endpoint = config.metrics_listen and listen_endpoint(
             reactor, config.metrics_listen, "metrics"
         )
@@ -48,20 +54,32 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             "INSECURE: [upstream] insecure = yes: the certificate of {url} is not checked",
             url=config.upstream.url,
         )
-    monitor = Monitor(RelayMetrics(), UpstreamHealth(reactor.seconds), reactor)
+    monitor = Monitor(metrics, UpstreamHealth(reactor.seconds), reactor)
     # Ready only once the reactor runs: before that, twistd has not installed
     # its SIGTERM handler yet, and a stop request would kill it outright.
     listeners = Listeners(
         lambda: reactor.callWhenRunning(sd_notify, b"READY=1\nSTATUS=listening")
     )
     service = MultiService()
-    agent = make_agent(reactor, config.upstream)
-    site = make_site(config, agent, reactor, monitor)
+    connect_timeout = config.server.limits.connect_timeout
+    agent = make_agent(reactor, config.upstream, connect_timeout)
+    credentials = CredentialProviders(
+        config,
+        SourceWorld(
+            reactor,
+            lambda: reactor.getThreadPool(),
+            lambda ca_pem: make_source_agent(reactor, ca_pem),
+            metrics,
+        ),
+    )
+    credentials.setServiceParent(service)
+    site = make_site(config, agent, reactor, monitor, credentials)
     StreamServerEndpointService(listeners.watch(endpoint), site).setServiceParent(service)
     if metrics_endpoint:
         readiness = Readiness()
         readiness.add("listening", lambda: (listeners.ready, "all listeners bound"))
         readiness.add("upstream", monitor.health.check)
+        readiness.add("credentials", credentials.check)
         if config.upstream.insecure:
             readiness.add("upstream-tls", lambda: (True, "INSECURE: certificate not checked"))
         management = make_management_site(monitor.metrics, readiness, reactor)
@@ -69,13 +87,19 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             listeners.watch(metrics_endpoint), management
         ).setServiceParent(service)
     StoppingNotifier(sd_notify).setServiceParent(service)
+    if site.connections is not None:
+        # On SIGTERM, alongside the listeners closing: drain client connections.
+        GracefulShutdown(
+            site.connections, lambda: site.limits.shutdown_grace, reactor
+        ).setServiceParent(service)
     Reloader(
         options["config"],
         config,
         site,
         agent,
-        lambda upstream: make_agent(reactor, upstream),
+        lambda upstream: make_agent(reactor, upstream, connect_timeout),
         reactor,
         sd_notify,
+        credentials,
     ).setServiceParent(service)
     return service

@@ -50,14 +50,20 @@ class _QuietFactory(_HTTP11ClientFactory):
         return _TunedClientProtocol(self._quiescentCallback)
 
 
-def make_agent(reactor: IReactorTime, upstream: UpstreamConfig) -> IAgent:
-    """An Agent with a keep-alive pool sized for ``upstream``."""
+def make_agent(
+    reactor: IReactorTime, upstream: UpstreamConfig, connect_timeout: float = CONNECT_TIMEOUT
+) -> IAgent:
+    """An Agent with a keep-alive pool sized for ``upstream``; connecting
+    gives up after ``connect_timeout`` seconds ([server] connect_timeout)."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool._factory = _QuietFactory
     pool.maxPersistentPerHost = upstream.max_connections
     pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
+    # The Exchange retries a request whose connection died unanswered (retry.py),
+    # PUTs included; Twisted's own retry on top would make it twice.
+    pool.retryAutomatically = False
     tls = UpstreamTLS(upstream.ca_pem, upstream.insecure)
-    return Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=CONNECT_TIMEOUT)
+    return Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=connect_timeout)
 
 
 class ResponseRelay(Protocol):

@@ -87,12 +87,14 @@ class S3Server:
         return key["AccessKeyId"], key["SecretAccessKey"]
 
 
-def start_s3(workdir: Path) -> S3Server:
+def start_s3(
+    workdir: Path, module: str = "tests.moto_keepalive", extra_env: dict[str, str] | None = None
+) -> S3Server:
     port = free_port()
-    log = workdir / "moto.log"
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(FREE_CALLS))
+    log = workdir / f"moto-{port}.log" if module != "tests.moto_keepalive" else workdir / "moto.log"
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(FREE_CALLS), **(extra_env or {}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.moto_keepalive", "127.0.0.1", str(port)],
+        [sys.executable, "-m", module, "127.0.0.1", str(port)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
@@ -153,7 +155,8 @@ def relay_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{path}" if path else str(REPO))
 
 
-def start_relay(workdir: Path, config_text: str, port: int, scheme: str = "http") -> Relay:
+def start_relay(workdir: Path, config_text: str, port: int, scheme: str = "http",
+                env: dict[str, str] | None = None) -> Relay:
     config = workdir / f"relay-{port}.ini"
     config.write_text(config_text)
     log = workdir / f"relay-{port}.log"
@@ -161,7 +164,7 @@ def start_relay(workdir: Path, config_text: str, port: int, scheme: str = "http"
         relay_command(config),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env=relay_env(),
+        env=env or relay_env(),
         cwd=workdir,
     )
     relay = Relay(port, process, log, scheme)

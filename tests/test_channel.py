@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -51,7 +53,7 @@ class Probe(Resource):
 def connect(resource: Resource) -> tuple[RelayChannel, StringTransport]:
     site = Site(resource, reactor=MemoryReactorClock())
     site.requestFactory = RelayRequest
-    site.protocol = RelayChannel
+    site.protocol = RelayChannel  # type: ignore[method-assign, assignment]
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
@@ -175,3 +177,266 @@ def test_refused_before_continue_closes_instead_of_waiting_for_the_body() -> Non
     assert request.finished and transport.disconnecting
     assert b"100 Continue" not in transport.value()
     assert b"connection: close" in transport.value().lower()
+
+
+# Limits and timers (s3relay.limits): every timer driven by a fake clock.
+
+from twisted.python.failure import Failure  # noqa: E402
+
+from s3relay.errors import S3Error  # noqa: E402
+from s3relay.limits import Limits  # noqa: E402
+
+LIMITS = Limits(
+    header_timeout=5.0,
+    first_byte_timeout=7.0,
+    max_header_size=1024,
+    max_headers=8,
+    max_url_length=64,
+)
+IDLE = 3.0
+
+
+def connect_limited(
+    resource: Resource, limits: Limits = LIMITS
+) -> tuple[RelayChannel, StringTransport, MemoryReactorClock]:
+    clock = MemoryReactorClock()
+    site = Site(resource, reactor=clock)
+    site.requestFactory = RelayRequest
+    site.protocol = RelayChannel  # type: ignore[method-assign, assignment]
+    site.timeOut = IDLE
+    channel = site.buildProtocol(None)
+    channel.limits = limits
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport, clock
+
+
+def s3_code(transport: StringTransport) -> str:
+    text = transport.value().decode("latin-1")
+    assert "application/xml" in text.lower(), text
+    return text.split("<Code>", 1)[1].split("</Code>", 1)[0]
+
+
+def test_slow_head_gets_request_timeout_after_header_timeout() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    for byte in b"GET /a HTTP/1.1\r\nHost:":
+        channel.dataReceived(bytes([byte]))
+        clock.advance(0.2)  # moving, so the idle timer never fires
+        if transport.disconnecting:
+            break
+    assert not transport.disconnecting  # 4.4 s: still within header_timeout
+    clock.advance(1.0)
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert s3_code(transport) == "RequestTimeout"
+    assert transport.disconnecting and probe.requests == []
+
+
+def test_silent_keep_alive_connection_closes_after_idle_timeout() -> None:
+    channel, transport, clock = connect_limited(Probe())
+    clock.advance(IDLE - 0.1)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting and transport.value() == b""
+
+
+def test_client_that_stops_sending_its_body_gets_request_timeout() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(HEAD)
+    transport.clear()
+    for _ in range(5):  # a byte every 2 s: moving, never idle
+        clock.advance(2)
+        channel.dataReceived(b"x")
+    assert not transport.disconnecting
+    clock.advance(IDLE + 0.1)
+    assert s3_code(transport) == "RequestTimeout" and transport.disconnecting
+
+
+def test_body_paused_for_the_upstream_is_not_client_idleness() -> None:
+    """While the upstream drains the upload slowly, the client is never blamed;
+    an upstream that stops draining is."""
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(HEAD)
+    request = probe.requests[0]
+    request.pauseBody()
+    for _ in range(5):  # the upstream takes a little every 2 s
+        clock.advance(2)
+        request.resumeBody()
+        request.pauseBody()
+    assert not transport.disconnecting
+    transport.clear()
+    clock.advance(IDLE + 0.1)
+    assert s3_code(transport) == "ServiceUnavailable" and transport.disconnecting
+
+
+def test_waiting_for_the_upstream_is_first_byte_timeout_not_idle() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: h\r\n\r\n")
+    request = probe.requests[0]
+    request.awaitUpstream()
+    clock.advance(LIMITS.first_byte_timeout - 0.1)  # well past idle_timeout
+    assert transport.value() == b""
+    clock.advance(0.2)
+    assert transport.value().startswith(b"HTTP/1.1 503 ")
+    assert s3_code(transport) == "ServiceUnavailable"
+    assert not transport.disconnecting  # the request was complete: keep-alive
+
+
+def test_first_byte_clock_starts_when_the_body_is_complete() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(HEAD)
+    request = probe.requests[0]
+    request.awaitUpstream()
+    for _ in range(6):  # the body trickles in for 12 s
+        clock.advance(2)
+        channel.dataReceived(b"x")
+    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    channel.dataReceived(b"xxxx")
+    clock.advance(LIMITS.first_byte_timeout - 0.1)
+    assert b"503" not in transport.value()
+    request.upstreamAnswered()  # headers arrived: the idle timer is back
+    request.setResponseCode(200)
+    request.setHeader(b"content-length", b"100")
+    request.write(b"x" * 10)
+    for _ in range(5):  # a slow but moving response is never cut
+        clock.advance(2)
+        request.write(b"x")
+    assert not transport.disconnecting
+    clock.advance(IDLE + 0.1)  # the response stalls mid-body: cut, not finished
+    assert transport.disconnected or transport.disconnecting
+
+
+def test_stall_mid_response_aborts_rather_than_ending_the_body() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: h\r\n\r\n")
+    request = probe.requests[0]
+    request.setResponseCode(200)
+    request.setHeader(b"content-length", b"100")
+    request.write(b"x" * 10)
+    clock.advance(IDLE + 0.1)
+    assert transport.disconnecting
+    assert b"<Error>" not in transport.value()
+    assert not request.finished
+
+
+def test_fail_handler_answers_channel_errors() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(HEAD)
+    seen: list[S3Error] = []
+    probe.requests[0].failHandler = seen.append
+    clock.advance(IDLE + 0.1)
+    assert [e.code for e in seen] == ["RequestTimeout"]
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b"GARBAGE\r\n\r\n", "InvalidRequest"),
+        (b"GET /a HTTP/1.1\r\nBad Name: x\r\n\r\n", "InvalidRequest"),
+        (b"GET /a HTTP/1.1\r\nX: a\x00b\r\n\r\n", "InvalidRequest"),
+        (b"PUT /a HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "InvalidRequest"),
+        (b"PUT /a HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "InvalidRequest"),
+        (b"PUT /a HTTP/1.1\r\nContent-Length: -5\r\n\r\n", "InvalidRequest"),
+        (b"PUT /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "InvalidRequest"),
+        (b"GET /" + b"a" * 65 + b" HTTP/1.1\r\n\r\n", "RequestHeaderSectionTooLarge"),
+        (b"GET /a HTTP/1.1\r\nX: " + b"v" * 1100 + b"\r\n\r\n", "RequestHeaderSectionTooLarge"),
+        (b"GET /a HTTP/1.1\r\n" + b"X: v\r\n" * 9 + b"\r\n", "RequestHeaderSectionTooLarge"),
+        (b"GET /" + b"a" * 5000, "RequestHeaderSectionTooLarge"),  # no line end at all
+    ],
+)
+def test_malformed_or_oversize_heads_get_s3_errors_not_bare_400s(data: bytes, code: str) -> None:
+    """Pins Twisted's private _respondToBadRequestAndDisconnect hook: every
+    malformed head must come back as S3 XML, and reach no resource."""
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(data)
+    assert transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert s3_code(transport) == code
+    assert b"connection: close" in transport.value().lower()
+    assert transport.disconnecting and probe.requests == []
+    channel.dataReceived(b"GET /after HTTP/1.1\r\n\r\n")  # ignored, no crash
+    assert probe.requests == []
+
+
+def test_head_within_limits_passes() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(
+        b"GET /" + b"a" * 63 + b" HTTP/1.1\r\n" + b"X: v\r\n" * 8 + b"\r\n"
+    )
+    assert len(probe.requests) == 1 and transport.value() == b""
+
+
+def test_bad_chunk_size_mid_body_fails_the_dispatched_request() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    seen: list[S3Error] = []
+    probe.requests[0].failHandler = seen.append
+    channel.dataReceived(b"zz\r\nabc\r\n")
+    assert [e.code for e in seen] == ["InvalidRequest"]
+    assert transport.disconnecting
+    assert b"Bad Request\r\n\r\n" not in transport.value()  # no bare Twisted 400
+
+
+def test_overloaded_connection_hears_slow_down() -> None:
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    channel.overloaded = True
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 503 ")
+    assert s3_code(transport) == "SlowDown"
+    assert b"\r\nRetry-After: 1\r\n" in transport.value()
+    assert transport.disconnecting and probe.requests == []
+
+
+def test_drain_closes_idle_connections_and_finishes_busy_ones() -> None:
+    probe = Probe()
+    idle, idle_transport, _ = connect_limited(probe)
+    busy, busy_transport, _ = connect_limited(probe)
+    busy.dataReceived(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    idle.drain()
+    busy.drain()
+    assert idle_transport.disconnecting and not busy_transport.disconnecting
+    request = probe.requests[0]
+    request.setResponseCode(200)
+    request.setHeader(b"content-length", b"2")
+    request.write(b"ok")
+    request.finish()
+    assert b"connection: close" in busy_transport.value().lower()
+    assert busy_transport.disconnecting
+    busy.connectionLost(Failure(ConnectionError()))
+
+
+def test_a_late_idle_check_lets_pending_bytes_count_first() -> None:
+    """When the process itself stood still (the timer ran late), bytes that
+    arrived meanwhile are read before the connection is judged idle."""
+    probe = Probe()
+    channel, transport, clock = connect_limited(probe)
+    # A real reactor runs a call scheduled from a timer only after the next
+    # round of I/O; the fake clock would run it at once, so hold it here.
+    soon: list[Any] = []
+
+    def call_later(delay: float, f: Any, *args: Any) -> Any:
+        if delay == 0:
+            soon.append(f)
+            return None
+        return clock.callLater(delay, f, *args)
+
+    channel.callLater = call_later  # type: ignore[method-assign]
+    channel.dataReceived(HEAD)
+    clock.advance(IDLE + 5)  # the reactor was held up well past the deadline
+    assert not transport.disconnecting and len(soon) == 1
+    channel.dataReceived(b"x")  # the I/O round: what the socket had meanwhile
+    soon.pop()()
+    assert not transport.disconnecting
+    clock.advance(IDLE + 0.1)  # a real stall is still cut
+    assert s3_code(transport) == "RequestTimeout"

@@ -179,7 +179,7 @@ def _write(path: Path, text: str) -> Path:
 def test_secret_file_relative_to_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                              ) -> None:
     _write(tmp_path / "etc" / "secrets" / "backup.secret", "\n  file-secret/0009  \n\n")
-    _write(tmp_path / "etc" / "secrets" / "upstream.secret", "upstream-file-secret")
+    _write(tmp_path / "etc" / "secrets" / "upstream.secret", "upstream-file-secret").chmod(0o600)
     ini = _write(
         tmp_path / "etc" / "s3relay.ini",
         MINIMAL

@@ -125,11 +125,11 @@ def test_prefix_client(policy_relay: harness.Relay, upstream: Any, mine: str) ->
     denied(policy_relay, SCOPED, "list_objects_v2", Bucket=mine)
     denied(policy_relay, SCOPED, "list_objects_v2", Bucket=mine, Prefix="priv")
     denied(policy_relay, SCOPED, "list_objects", Bucket=mine)
-    # DeleteObjects names its keys in the body: refused outright with prefixes.
+    # DeleteObjects names its keys in the body: one outside the prefixes refuses all.
     denied(policy_relay, SCOPED, "delete_objects", Bucket=mine,
-           Delete={"Objects": [{"Key": "photos/a"}]})
+           Delete={"Objects": [{"Key": "photos/a"}, {"Key": "private/x"}]})
     assert keys(upstream, mine) == ["photos/a", "private/x"]
-    assert "multi-delete with prefix restrictions is not supported yet" in policy_relay.output()
+    assert "multi-delete key is outside the allowed prefixes" in policy_relay.output()
 
 
 def test_prefix_client_copy(policy_relay: harness.Relay, upstream: Any, mine: str) -> None:
