@@ -1,39 +1,40 @@
 #!/usr/bin/env python3
-"""Throughput and memory benchmark: s3relay against the same upstream, direct.
+"""Throughput, latency, CPU and memory benchmark: s3relay against nginx.
 
-    .venv/bin/python bench/run.py                          # 1 GiB objects, 10 s of small GETs
+    .venv/bin/python bench/run.py                             # 1 GiB objects, 3 x 10 s of small GETs
     .venv/bin/python bench/run.py --size-mib 64 --seconds 3   # a quick run
+    .venv/bin/python bench/run.py --skip-large --seconds 5    # small GETs only
 
-One run starts a fast upstream (Debian's nginx on 127.0.0.1, serving and
-accepting PUTs from a temp dir) and the relay in front of it as a real
-``twistd -n s3relay`` process, then measures, each directly against nginx and
-through the relay:
+One run starts, on 127.0.0.1 only, a fast upstream (Debian's nginx serving
+and accepting PUTs from a temp dir), a reference proxy in front of it (a
+second nginx process doing ``proxy_pass`` with keep-alive upstream
+connections) and the relay in front of the same upstream as a real
+``twistd -n s3relay`` process (and, with ``--workers N``, a second relay with
+``workers = N``).  It then measures three paths to the same objects --
+``direct`` (nginx itself), ``nginx`` (the reference proxy) and ``relay`` --
+in alternating rounds, so that the load of a shared machine hits all alike:
 
-* a large PUT and a large GET (``--size-mib``, default 1 GiB) with ``curl``,
-  MiB/s from the wall time around the curl process: one warm-up round, then
-  ``--repeat`` rounds of direct PUT, relay PUT, direct GET, relay GET; the
-  median counts;
-* 1 KiB GETs per second with ``wrk`` (``--connections`` keep-alive
-  connections, one thread, ``--seconds``), or a Python keep-alive loop when
-  wrk is missing.
+* a large PUT, a large GET and the same GET as 8 parallel ranged streams
+  (``--size-mib``, default 1 GiB) with ``curl``; MiB/s from the wall time;
+  one warm-up round, then ``--repeat`` rounds; the median counts;
+* 1 KiB GETs with ``wrk --latency`` (one thread, ``--connections``
+  keep-alive connections, ``--seconds`` per round, ``--small-rounds``
+  rounds): req/s, p50 and p99 latency;
+* CPU seconds (utime+stime from /proc/PID/stat of the proxy's processes,
+  master and workers) per GiB moved and per 1000 requests, for the nginx
+  proxy and the relay; the upstream's own CPU for the direct path;
+* peak RSS (VmHWM, the largest of the proxy's processes).
 
-Requests through the relay carry presigned SigV4 URLs made by botocore, so the
-relay does all its work: verify, plan the body, re-sign, stream.  nginx checks
-no signature.  The output is a table of direct vs relay with ratios and
-whether each target of the issue is met (large-object throughput at least half
-of direct; relay peak RSS under 64 MiB), plus the relay's RSS and CPU per
-phase.  Timings are reported, never asserted: the exit status is non-zero
-only when something failed (a bad status, a short body, a process that died).
+Every path gets the same request bytes: the presigned SigV4 URLs botocore
+makes for the relay, so the relay verifies, authorizes, re-signs and streams
+as for any client, while nginx ignores the query.  The table gives the
+relay's ratio to the nginx proxy against the issue's targets.  Timings are
+reported, never asserted: the exit status is non-zero only when something
+failed (a bad status, a short body, a process that died).
 
-``--profile DIR`` then runs one more relay PUT and GET of the large object and
-a few seconds of 1 KiB GETs under ``py-spy record`` (not counted in the table)
-and prints the hottest functions and lines by self time; the raw collapsed
-stacks stay in DIR.
-
-The scratch dir (test file, nginx's root and body temp files) is on /dev/shm
-when it has room, so that the upstream is fast and steady rather than swinging
-with disk writeback.  Loopback only; every process started here is stopped on
-exit and the scratch dir removed (unless ``--workdir`` names one to keep).
+``--profile DIR`` then runs a relay PUT, a GET and a few seconds of 1 KiB
+GETs under ``py-spy record`` (not counted in the table) and prints the
+hottest functions and lines; the raw stacks stay in DIR.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from __future__ import annotations
 import argparse
 import collections
 import filecmp
-import functools
 import json
 import os
 import re
@@ -57,6 +57,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -65,13 +66,20 @@ BIG_KEY = "big.bin"
 SMALL_KEY = "small-1k.bin"
 SMALL_SIZE = 1024
 MIB = 1024 * 1024
+GIB = 1024 * MIB
+STREAMS = 8
 
 CLIENT_KEY = ("AKIABENCHCLIENT00001", "benchclientsecret/" + "c" * 22)
 UPSTREAM_KEY = ("AKIABENCHUPSTREAM001", "benchupstreamsecret/" + "u" * 20)
 
-#: Targets from the issue.
+#: The paths measured, in the order each round runs them.
+PATHS = ("direct", "nginx", "relay")
+
+#: Targets from the issue (relay against the nginx proxy).
 RSS_TARGET_MIB = 64
-THROUGHPUT_TARGET = 0.5
+SMALL_TARGET = 0.25
+THROUGHPUT_TARGET = 0.8
+CPU_PER_GIB_TARGET = 2.0
 
 STARTUP_SECONDS = 30.0
 PROFILE_RATE = 250
@@ -179,24 +187,48 @@ def ensure_tools(need_wrk: bool) -> dict[str, str | None]:
 
 
 # --------------------------------------------------------------------------
-# /proc readings of the relay
+# /proc readings of a process and its descendants
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (nginx's worker, the relay's workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo.extend(int(c) for c in handle.read().split())
+            except OSError:
+                pass
+    return pids
 
 
 def proc_status_kib(pid: int, field_name: str) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0  # gone meanwhile
     raise BenchError(f"no {field_name} in /proc/{pid}/status")
 
 
-def proc_cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` so far, in seconds (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak_rss(pid: int) -> bool:
@@ -213,63 +245,66 @@ def reset_peak_rss(pid: int) -> bool:
 class PhaseStats:
     name: str
     peak_rss_kib: int
-    user_seconds: float
-    system_seconds: float
+    cpu_seconds: float
     wall_seconds: float
-
-    @property
-    def cpu_seconds(self) -> float:
-        return self.user_seconds + self.system_seconds
 
 
 @dataclass
-class RelayMonitor:
-    """Peak RSS and CPU of the relay, per phase and overall."""
+class Monitor:
+    """CPU (summed) and peak RSS (largest process) of one server's process tree."""
 
+    name: str
     pid: int
     baseline_rss_kib: int = 0
-    phases: list[PhaseStats] = field(default_factory=list)
-    per_phase: bool = True
     overall_peak_kib: int = 0
+    phases: list[PhaseStats] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        return process_tree(self.pid)
+
+    def cpu(self) -> float:
+        return sum(proc_cpu_seconds(p) for p in self.pids())
+
+    def peak(self) -> int:
+        return max(proc_status_kib(p, "VmHWM") for p in self.pids())
 
     def start(self) -> None:
-        self.baseline_rss_kib = proc_status_kib(self.pid, "VmRSS")
-        self.overall_peak_kib = proc_status_kib(self.pid, "VmHWM")
-        self.per_phase = reset_peak_rss(self.pid)
+        self.baseline_rss_kib = max(proc_status_kib(p, "VmRSS") for p in self.pids())
+        self.overall_peak_kib = self.peak()
+        for p in self.pids():
+            reset_peak_rss(p)
 
-    def phase(self, name: str, run: Callable[[], Any]) -> Any:
-        (user0, sys0), t0 = proc_cpu_seconds(self.pid), time.monotonic()
+    def phase(self, name: str, run: Callable[[], Any]) -> tuple[Any, float]:
+        """Run ``run``; (its result, the CPU seconds this tree spent meanwhile)."""
+        cpu0, t0 = self.cpu(), time.monotonic()
         result = run()
-        peak = proc_status_kib(self.pid, "VmHWM")
-        self.overall_peak_kib = max(self.overall_peak_kib, peak)
-        user1, sys1 = proc_cpu_seconds(self.pid)
         wall = time.monotonic() - t0
+        cpu = self.cpu() - cpu0
+        peak = self.peak()
+        self.overall_peak_kib = max(self.overall_peak_kib, peak)
         same = [p for p in self.phases if p.name == name]
-        if same:  # a phase run in several parts: add them up
-            phase = same[0]
-            phase.peak_rss_kib = max(phase.peak_rss_kib, peak)
-            phase.user_seconds += user1 - user0
-            phase.system_seconds += sys1 - sys0
-            phase.wall_seconds += wall
+        if same:  # a phase run in several rounds: add them up
+            same[0].peak_rss_kib = max(same[0].peak_rss_kib, peak)
+            same[0].cpu_seconds += cpu
+            same[0].wall_seconds += wall
         else:
-            self.phases.append(PhaseStats(name, peak, user1 - user0, sys1 - sys0, wall))
-        if self.per_phase:
-            reset_peak_rss(self.pid)
-        return result
+            self.phases.append(PhaseStats(name, peak, cpu, wall))
+        for p in self.pids():
+            reset_peak_rss(p)
+        return result, cpu
 
     def finish(self) -> None:
-        self.overall_peak_kib = max(self.overall_peak_kib, proc_status_kib(self.pid, "VmHWM"))
+        self.overall_peak_kib = max(self.overall_peak_kib, self.peak())
 
 
 # --------------------------------------------------------------------------
 # the processes
 
 
-def start_nginx(nginx: str, work: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    root = work / "root"
-    (root / BUCKET).mkdir(parents=True, exist_ok=True)
-    tmp = work / "nginx"
-    tmp.mkdir(exist_ok=True)
+def start_nginx(
+    nginx: str, tmp: Path, template: str, values: dict[str, str], what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     built = subprocess.run([nginx, "-V"], capture_output=True, text=True, timeout=30).stderr
     temp_paths = "".join(
@@ -278,13 +313,9 @@ def start_nginx(nginx: str, work: Path) -> tuple[subprocess.Popen[bytes], int, P
         if f"--without-http_{module}_module" not in built
     )
     user = "user root root;" if os.geteuid() == 0 else ""
-    config = (BENCH / "nginx.conf.template").read_text()
+    config = (BENCH / template).read_text()
     for name, value in {
-        "USER": user,
-        "TMP": str(tmp),
-        "ROOT": str(root),
-        "PORT": str(port),
-        "TEMP_PATHS": temp_paths,
+        "USER": user, "TMP": str(tmp), "PORT": str(port), "TEMP_PATHS": temp_paths, **values,
     }.items():
         config = config.replace(f"@@{name}@@", value)
     conf = tmp / "nginx.conf"
@@ -297,20 +328,24 @@ def start_nginx(nginx: str, work: Path) -> tuple[subprocess.Popen[bytes], int, P
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for_port(port, process, tmp / "nginx-error.log", "nginx")
-    return process, port, root
+    wait_for_port(port, process, tmp / "nginx-error.log", what)
+    return process, port
 
 
-def start_relay(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_relay(
+    work: Path, upstream_port: int, workers: int = 1, source: Path = REPO, name: str = "relay"
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A relay process in front of the upstream; ``source`` holds its code."""
     port = free_port()
-    config = work / "relay.ini"
+    config = work / f"{name}.ini"
+    workers_line = f"workers = {workers}\n" if workers != 1 else ""
     config.write_text(
         f"""\
 [server]
 listen = tcp:{port}:interface=127.0.0.1
 region = us-east-1
 idle_timeout = 300
-
+{workers_line}
 [upstream]
 url = http://127.0.0.1:{upstream_port}
 region = us-east-1
@@ -329,10 +364,13 @@ credentials = up
     )
     twistd = Path(sys.executable).parent / "twistd"
     path = os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{path}" if path else str(REPO))
-    logfile = work / "relay.log"
+    env = dict(os.environ, PYTHONPATH=f"{source}{os.pathsep}{path}" if path else str(source))
+    logfile = work / f"{name}.log"
     process = subprocess.Popen(
-        [str(twistd), "-n", "--pidfile=", "s3relay", "--config", str(config)],
+        # The JSON access log, as the packaged unit runs it: logging is part
+        # of each request's cost.
+        [str(twistd), "-n", "--pidfile=", "--logger=s3relay.logs.observer", "s3relay",
+         "--config", str(config)],
         stdout=logfile.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -340,7 +378,11 @@ credentials = up
         cwd=work,
         start_new_session=True,
     )
-    wait_for_port(port, process, logfile, "relay")
+    try:
+        wait_for_port(port, process, logfile, name)
+    except BenchError:
+        stop_process(process)
+        raise
     return process, port, logfile
 
 
@@ -368,6 +410,17 @@ def presigner(relay_port: int) -> Callable[[str, str], str]:
     return presign
 
 
+def on_port(url: str, port: int) -> str:
+    """``url`` (path and query unchanged) sent to another port of 127.0.0.1.
+
+    The relay's SigV4 signature covers the Host header it was made for, so a
+    URL moved to another port is good for nginx (which checks nothing), not
+    for another relay: each relay gets URLs presigned for its own port.
+    """
+    parts = urlsplit(url)
+    return f"http://127.0.0.1:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
 # --------------------------------------------------------------------------
 # measurements
 
@@ -386,73 +439,118 @@ def make_data_file(path: Path, size: int) -> None:
 
 
 def curl_transfer(
-    curl: str, method: str, url: str, data: Path, size: int, timeout: float
+    curl: str, method: str, url: str, data: Path, size: int, timeout: float, streams: int = 1
 ) -> float:
-    """One curl PUT or GET of ``size`` bytes; returns wall seconds."""
+    """A curl PUT, or a GET in ``streams`` parallel ranged parts, of ``size``
+    bytes; returns the wall seconds until the last part is done."""
     fmt = "%{http_code} %{size_upload} %{size_download}"
+    base = [curl, "-sS", "--max-time", str(int(timeout)), "--noproxy", "*",
+            "-o", "/dev/null", "-w", fmt]
+    commands: list[tuple[list[str], int, tuple[int, ...]]]
     if method == "PUT":
-        cmd = [curl, "-sS", "-T", str(data), "-o", "/dev/null", "-w", fmt, url]
+        commands = [(base + ["-T", str(data), url], size, (200, 201, 204))]
+    elif streams == 1:
+        commands = [(base + [url], size, (200,))]
     else:
-        cmd = [curl, "-sS", "-o", "/dev/null", "-w", fmt, url]
-    cmd[1:1] = ["--max-time", str(int(timeout)), "--noproxy", "*"]
+        part = -(-size // streams)
+        commands = []
+        for first in range(0, size, part):
+            last = min(first + part, size) - 1
+            commands.append((base + ["-r", f"{first}-{last}", url], last - first + 1, (206,)))
     t0 = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30)
+    running = [
+        (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+         expect, codes)
+        for cmd, expect, codes in commands
+    ]
+    failures = []
+    for process, expect, codes in running:
+        try:
+            out, err = process.communicate(timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        parts = out.split()
+        if process.returncode != 0 or len(parts) != 3:
+            failures.append(f"curl {method} failed ({process.returncode}): {err.strip()}")
+            continue
+        code, uploaded, downloaded = int(parts[0]), int(parts[1]), int(parts[2])
+        moved = uploaded if method == "PUT" else downloaded
+        if code not in codes:
+            failures.append(f"curl {method}: HTTP {code}")
+        elif moved != expect:
+            failures.append(f"curl {method}: moved {moved} bytes, expected {expect}")
     seconds = time.monotonic() - t0
-    parts = result.stdout.split()
-    if result.returncode != 0 or len(parts) != 3:
-        raise BenchError(f"curl {method} failed ({result.returncode}): {result.stderr.strip()}")
-    code, uploaded, downloaded = int(parts[0]), int(parts[1]), int(parts[2])
-    if code not in (200, 201, 204):
-        raise BenchError(f"curl {method}: HTTP {code}")
-    moved = uploaded if method == "PUT" else downloaded
-    if moved != size:
-        raise BenchError(f"curl {method}: moved {moved} bytes, expected {size}")
+    if failures:
+        raise BenchError("; ".join(failures))
     return seconds
 
 
-def wrk_rate(wrk: str, url: str, seconds: int, connections: int) -> tuple[float, str]:
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", url]
+@dataclass
+class SmallRun:
+    rate: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    summary: str
+    cpu_seconds: float = 0.0
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk_run(wrk: str, url: str, seconds: int, connections: int) -> SmallRun:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     out = result.stdout
     if result.returncode != 0:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip()}\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
+    count = re.search(r"(\d+) requests in", out)
+    if not match or not count:
         raise BenchError(f"wrk printed no Requests/sec:\n{out}")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad and int(bad.group(1)):
         raise BenchError(f"wrk saw {bad.group(1)} non-2xx responses:\n{out}")
+    pct = {
+        m.group(1): _ms(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    }
     errors = re.search(r"Socket errors:.*", out)
-    summary = " ".join(
-        line.strip() for line in out.splitlines() if "requests in" in line or "Latency" in line
-    )
+    summary = " ".join(line.strip() for line in out.splitlines() if "requests in" in line)
     if errors:
         summary += f"; {errors.group(0)}"
-    return float(match.group(1)), re.sub(r"\s+", " ", summary)
+    return SmallRun(float(match.group(1)), int(count.group(1)), pct.get("50", float("nan")),
+                    pct.get("99", float("nan")), re.sub(r"\s+", " ", summary))
 
 
-def python_rate(url: str, seconds: int) -> tuple[float, str]:
+def python_run(url: str, seconds: int) -> SmallRun:
     """Fallback without wrk: one keep-alive connection, sequential GETs."""
     import http.client
-    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
-    count, deadline = 0, time.monotonic() + seconds
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
     t0 = time.monotonic()
     try:
-        while time.monotonic() < deadline and count < 10_000_000:
+        while time.monotonic() < deadline and len(latencies) < 10_000_000:
+            t = time.monotonic()
             conn.request("GET", target)
             response = conn.getresponse()
             body = response.read()
             if response.status != 200 or len(body) != SMALL_SIZE:
                 raise BenchError(f"GET {parts.path}: HTTP {response.status}, {len(body)} bytes")
-            count += 1
+            latencies.append(time.monotonic() - t)
     finally:
         conn.close()
     elapsed = time.monotonic() - t0
-    return count / elapsed, f"{count} requests in {elapsed:.1f}s on 1 connection (python)"
+    latencies.sort()
+    n = len(latencies)
+    return SmallRun(n / elapsed, n, 1000 * latencies[n // 2], 1000 * latencies[min(n - 1, n * 99 // 100)],
+                    f"{n} requests in {elapsed:.1f}s on 1 connection (python)")
 
 
 def check_small(url: str, expected: bytes) -> None:
@@ -551,164 +649,158 @@ def hot_functions(raw: Path) -> tuple[int, dict[str, collections.Counter[str]]]:
 
 
 @dataclass
-class Row:
-    metric: str
-    unit: str
-    direct: float
-    relay: float
-    target: str
-    met: bool | None
+class Results:
+    """Everything measured, by kind of transfer and path."""
 
-    @property
-    def ratio(self) -> float:
-        return self.relay / self.direct if self.direct else float("nan")
-
-
-def median_rate(samples: list[float]) -> float:
-    return statistics.median(samples)
+    size_mib: int
+    #: "PUT" / "GET" / "GET x8" -> path -> MiB/s per counted round
+    rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: same keys -> CPU seconds of the path's server per GiB, per counted round
+    cpu_per_gib: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: path ("direct", "nginx", "relay", "relay-Nw") -> one SmallRun per round
+    small: dict[str, list[SmallRun]] = field(default_factory=dict)
+    small_tool: str = ""
+    workers: int = 1
+    workers_note: str = ""
+    peaks: dict[str, float] = field(default_factory=dict)  # MiB
+    idle: dict[str, float] = field(default_factory=dict)  # MiB
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
     tools = ensure_tools(need_wrk=not args.no_wrk)
+    nginx_bin = tools["nginx"] or "nginx"
+    curl = tools["curl"] or "curl"
     size = args.size_mib * MIB
     timeout = max(120.0, size / (2 * MIB))  # even 2 MiB/s finishes
     procs: list[subprocess.Popen[bytes]] = []
     relay_log: Path | None = None
+    results = Results(args.size_mib, workers=args.workers)
     try:
-        data = (Path(args.data_dir) if args.data_dir else work) / f"data-{args.size_mib}m.bin"
-        log(f"work dir {work}; writing {args.size_mib} MiB test file {data}")
-        data.parent.mkdir(parents=True, exist_ok=True)
-        make_data_file(data, size)
-
-        nginx, nginx_port, root = start_nginx(tools["nginx"] or "nginx", work)
-        procs.append(nginx)
-        log(f"nginx on 127.0.0.1:{nginx_port} (pid {nginx.pid}), root {root}")
-        relay, relay_port, relay_log = start_relay(work, nginx_port)
+        root = work / "root"
+        (root / BUCKET).mkdir(parents=True, exist_ok=True)
+        upstream, upstream_port = start_nginx(
+            nginx_bin, work / "nginx", "nginx.conf.template", {"ROOT": str(root)}, "nginx")
+        procs.append(upstream)
+        log(f"upstream nginx on 127.0.0.1:{upstream_port} (pid {upstream.pid}), root {root}")
+        proxy, proxy_port = start_nginx(
+            nginx_bin, work / "nginx-proxy", "nginx-proxy.conf.template",
+            {"UPSTREAM_PORT": str(upstream_port)}, "nginx proxy")
+        procs.append(proxy)
+        log(f"nginx proxy on 127.0.0.1:{proxy_port} (pid {proxy.pid})")
+        relay, relay_port, relay_log = start_relay(work, upstream_port)
         procs.append(relay)
         log(f"relay on 127.0.0.1:{relay_port} (pid {relay.pid}), log {relay_log}")
+        relay_n: subprocess.Popen[bytes] | None = None
+        relay_n_port = 0
+        if args.workers > 1:
+            try:
+                relay_n, relay_n_port, _ = start_relay(work, upstream_port, args.workers,
+                                                       name=f"relay-{args.workers}w")
+                procs.append(relay_n)
+                log(f"relay with workers = {args.workers} on 127.0.0.1:{relay_n_port} "
+                    f"(pid {relay_n.pid})")
+            except BenchError as e:
+                first = str(e).strip().splitlines()
+                results.workers_note = (f"skipped: the relay did not start with workers = "
+                                        f"{args.workers} ({' '.join(first[-1:])[:160]})")
+                log(results.workers_note)
+        base: subprocess.Popen[bytes] | None = None
+        base_port = 0
+        if args.baseline:
+            base, base_port, _ = start_relay(work, upstream_port, source=Path(args.baseline),
+                                             name="relay-base")
+            procs.append(base)
+            log(f"baseline relay from {args.baseline} on 127.0.0.1:{base_port} (pid {base.pid})")
+        ports = {"direct": upstream_port, "nginx": proxy_port, "relay": relay_port}
         presign = presigner(relay_port)
-        direct_url = f"http://127.0.0.1:{nginx_port}/{BUCKET}/"
+        base_presign = presigner(base_port) if base is not None else presign
 
         time.sleep(1.0)  # idle start
-        monitor = RelayMonitor(relay.pid)
-        monitor.start()
-        log(f"relay idle RSS {monitor.baseline_rss_kib / 1024:.1f} MiB")
+        monitors = {"direct": Monitor("upstream nginx", upstream.pid),
+                    "nginx": Monitor("nginx proxy", proxy.pid),
+                    "relay": Monitor("relay", relay.pid)}
+        relay_n_name = f"relay-{args.workers}w"
+        if relay_n is not None:
+            monitors[relay_n_name] = Monitor(f"relay, workers = {args.workers}", relay_n.pid)
+        if base is not None:
+            monitors["relay-base"] = Monitor("baseline relay", base.pid)
+        for name, monitor in monitors.items():
+            monitor.start()
+            results.idle[name] = monitor.baseline_rss_kib / 1024
+        log("idle RSS: " + ", ".join(f"{m.name} {m.baseline_rss_kib / 1024:.1f} MiB"
+                                     for m in monitors.values()))
 
         def alive() -> None:
-            for p, name in ((nginx, "nginx"), (relay, "relay")):
+            for p in procs:
                 if p.poll() is not None:
-                    raise BenchError(f"{name} died with {p.returncode}")
+                    raise BenchError(f"process {p.pid} died with {p.returncode}")
 
-        # Warm-up and correctness: a small PUT and GET through the relay.
+        # Warm-up and correctness: a small PUT and GET through the relay,
+        # then the same GET on every path.
         small = secrets.token_bytes(SMALL_SIZE)
         small_get = presign("GET", SMALL_KEY)
+        put_small(presign("PUT", SMALL_KEY), small)
+        for port in ports.values():
+            check_small(on_port(small_get, port), small)
 
-        def warm_up() -> None:
-            put_small(presign("PUT", SMALL_KEY), small)
-            check_small(small_get, small)
-            check_small(direct_url + SMALL_KEY, small)
-
-        monitor.phase("warm-up (1 KiB PUT+GET)", warm_up)
-
-        big_put, big_get = presign("PUT", BIG_KEY), presign("GET", BIG_KEY)
-        stored = root / BUCKET / BIG_KEY
-        rates: dict[str, list[float]] = {k: [] for k in ("put-direct", "put-relay",
-                                                         "get-direct", "get-relay")}
-
-        def transfer(kind: str, method: str, url: str, counted: bool) -> None:
-            if method == "PUT":
-                # Each PUT creates the object anew, so that the checks below
-                # see what this PUT stored.
-                stored.unlink(missing_ok=True)
-            seconds = curl_transfer(tools["curl"] or "curl", method, url, data, size, timeout)
-            rate = args.size_mib / seconds
-            if counted:
-                rates[kind].append(rate)
-            note = "" if counted else "  (warm-up, not counted)"
-            log(f"{kind:10s} {args.size_mib} MiB in {seconds:6.2f}s = {rate:8.1f} MiB/s{note}")
-            alive()
-            if method == "PUT" and stored.stat().st_size != size:
-                raise BenchError(f"{kind}: stored object has {stored.stat().st_size} bytes")
-            if kind == "put-relay" and not counted and not args.no_verify:
-                if not filecmp.cmp(data, stored, shallow=False):
-                    raise BenchError("put-relay: stored object differs from the source")
-                log("put-relay: stored object is byte-identical to the source")
-
-        # Round 0 warms up (first-touch costs land on whichever path runs
-        # first); then direct and relay alternate, so that drift hits both.
-        plan = (
-            ("put-direct", "PUT", direct_url + BIG_KEY),
-            ("put-relay", "PUT", big_put),
-            ("get-direct", "GET", direct_url + BIG_KEY),
-            ("get-relay", "GET", big_get),
-        )
-        for round_ in range(args.repeat + 1):
-            for kind, method, url in plan:
-                path = kind.split("-")[1]
-                monitor.phase(
-                    f"{args.size_mib} MiB {method} {path}",
-                    functools.partial(transfer, kind, method, url, round_ > 0),
-                )
+        if not args.skip_large:
+            data = (Path(args.data_dir) if args.data_dir else work) / f"data-{args.size_mib}m.bin"
+            log(f"writing {args.size_mib} MiB test file {data}")
+            data.parent.mkdir(parents=True, exist_ok=True)
+            make_data_file(data, size)
+            large_ports = dict(ports)
+            if base is not None:
+                large_ports["relay-base"] = base_port
+            large_rounds(args, results, monitors, large_ports, presign, base_presign, data, root,
+                         curl, timeout, alive)
 
         use_wrk = tools["wrk"] is not None and not args.no_wrk
         if use_wrk:
-            small_tool = f"wrk, {args.connections} connections, 1 thread, {args.seconds}s"
+            results.small_tool = (f"wrk --latency, 1 thread, {args.connections} connections, "
+                                  f"{args.small_rounds} x {args.seconds}s per path")
         else:
-            small_tool = f"python http.client, 1 keep-alive connection, {args.seconds}s (no wrk)"
-        log(f"1 KiB GETs: {small_tool}")
-        small_rates: dict[str, float] = {}
+            results.small_tool = (f"python http.client, 1 keep-alive connection, "
+                                  f"{args.small_rounds} x {args.seconds}s per path (no wrk)")
+        log(f"1 KiB GETs: {results.small_tool}")
+        small_urls = {path: on_port(small_get, port) for path, port in ports.items()}
+        if relay_n is not None:
+            small_urls[relay_n_name] = presigner(relay_n_port)("GET", SMALL_KEY)
+            check_small(small_urls[relay_n_name], small)
+        if base is not None:
+            small_urls["relay-base"] = presigner(base_port)("GET", SMALL_KEY)
+            check_small(small_urls["relay-base"], small)
 
-        def small_gets(kind: str, url: str) -> Callable[[], None]:
-            def go() -> None:
-                if use_wrk:
-                    rate, summary = wrk_rate(tools["wrk"] or "wrk", url, args.seconds,
-                                             args.connections)
-                else:
-                    rate, summary = python_rate(url, args.seconds)
-                small_rates[kind] = rate
-                log(f"{kind:10s} {rate:10.0f} req/s  ({summary})")
+        def small_gets(url: str, seconds: int) -> SmallRun:
+            if use_wrk:
+                return wrk_run(tools["wrk"] or "wrk", url, seconds, args.connections)
+            return python_run(url, seconds)
+
+        for path, url in small_urls.items():  # warm-up, not counted
+            small_gets(url, 1)
+        for round_ in range(args.small_rounds):
+            for path, url in small_urls.items():
+                monitor = monitors[path]
+
+                def measure(url: str = url) -> SmallRun:
+                    return small_gets(url, args.seconds)
+
+                result, cpu = monitor.phase(f"1 KiB GET {path}", measure)
+                result.cpu_seconds = cpu
+                results.small.setdefault(path, []).append(result)
+                log(f"1 KiB GET {path:9s} {result.rate:9.0f} req/s  p50 {result.p50_ms:7.3f} ms"
+                    f"  p99 {result.p99_ms:7.3f} ms  CPU {cpu:5.2f}s  ({result.summary})")
                 alive()
-            return go
-
-        monitor.phase("1 KiB GET direct", small_gets("small-direct", direct_url + SMALL_KEY))
-        monitor.phase("1 KiB GET relay", small_gets("small-relay", small_get))
-        check_small(small_get, small)  # still answering correctly afterwards
-        monitor.finish()
+        check_small(small_urls["relay"], small)  # still answering correctly afterwards
+        for name, monitor in monitors.items():
+            monitor.finish()
+            results.peaks[name] = monitor.overall_peak_kib / 1024
 
         profile: list[tuple[str, str, Path]] = []
         if args.profile:
-            py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            if not os.access(py_spy, os.X_OK):
-                raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
-            out_dir = Path(args.profile)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            curl = tools["curl"] or "curl"
-            for method, url in (("PUT", big_put), ("GET", big_get)):
-                out = out_dir / f"relay-{method.lower()}-{args.size_mib}m.txt"
-                log(f"profiling a relay {method} of {args.size_mib} MiB with py-spy -> {out}")
+            profile = run_profile(args, relay.pid, presign, small_urls["relay"], work, curl,
+                                  timeout, small_gets, alive)
 
-                def one(method: str = method, url: str = url) -> float:
-                    return curl_transfer(curl, method, url, data, size, timeout)
-
-                seconds, raw = profile_transfer(py_spy, relay.pid, out, one)
-                profile.append((f"{args.size_mib} MiB {method}",
-                                f"{args.size_mib / seconds:.0f} MiB/s", raw))
-                alive()
-            out = out_dir / "relay-get-1k.txt"
-            small_seconds = min(args.seconds, 5)
-            log(f"profiling {small_seconds}s of relay 1 KiB GETs with py-spy -> {out}")
-
-            def small_run() -> float:
-                if use_wrk:
-                    return wrk_rate(tools["wrk"] or "wrk", small_get, small_seconds,
-                                    args.connections)[0]
-                return python_rate(small_get, small_seconds)[0]
-
-            rate, raw = profile_transfer(py_spy, relay.pid, out, small_run)
-            profile.append(("1 KiB GET", f"{rate:.0f} req/s", raw))
-            alive()
-
-        report(args, rates, small_rates, small_tool, monitor, profile)
+        report(args, results, monitors, profile)
         warnings = [line for line in tail(relay_log, 100000).splitlines()
                     if "refused" in line or "Traceback" in line or "Unhandled" in line]
         if warnings:
@@ -718,12 +810,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
             Path(args.json).write_text(json.dumps({
                 "size_mib": args.size_mib,
                 "repeat": args.repeat,
-                "rates_mib_s": rates,
-                "small_req_s": small_rates,
-                "small_tool": small_tool,
-                "relay_idle_rss_kib": monitor.baseline_rss_kib,
-                "relay_peak_rss_kib": monitor.overall_peak_kib,
-                "phases": [vars(p) for p in monitor.phases],
+                "rates_mib_s": results.rates,
+                "cpu_s_per_gib": results.cpu_per_gib,
+                "small": {k: [vars(r) for r in v] for k, v in results.small.items()},
+                "small_tool": results.small_tool,
+                "workers": args.workers,
+                "workers_note": results.workers_note,
+                "idle_rss_mib": results.idle,
+                "peak_rss_mib": results.peaks,
+                "phases": {k: [vars(p) for p in m.phases] for k, m in monitors.items()},
             }, indent=2) + "\n")
         return 0
     except BenchError:
@@ -735,52 +830,218 @@ def run(args: argparse.Namespace, work: Path) -> int:
             stop_process(p)
 
 
+def large_rounds(
+    args: argparse.Namespace,
+    results: Results,
+    monitors: dict[str, Monitor],
+    ports: dict[str, int],
+    presign: Callable[[str, str], str],
+    base_presign: Callable[[str, str], str],
+    data: Path,
+    root: Path,
+    curl: str,
+    timeout: float,
+    alive: Callable[[], None],
+) -> None:
+    """PUT, GET and 8-stream GET of the large object on every path, alternating."""
+    size = args.size_mib * MIB
+    stored = root / BUCKET / BIG_KEY
+    urls = {"PUT": presign("PUT", BIG_KEY), "GET": presign("GET", BIG_KEY)}
+    base_urls = {"PUT": base_presign("PUT", BIG_KEY), "GET": base_presign("GET", BIG_KEY)}
+    kinds = (("PUT", "PUT", 1), ("GET", "GET", 1), (f"GET x{STREAMS}", "GET", STREAMS))
+    for kind, _, _ in kinds:
+        results.rates[kind] = {path: [] for path in ports}
+        results.cpu_per_gib[kind] = {path: [] for path in ports}
+    # Round 0 warms up (first-touch costs land on whichever path runs first);
+    # then the paths alternate within each round, so that drift hits all.
+    for round_ in range(args.repeat + 1):
+        counted = round_ > 0
+        for kind, method, streams in kinds:
+            for path in ports:
+                if method == "PUT":
+                    stored.unlink(missing_ok=True)  # each PUT stores the object anew
+                url = on_port((base_urls if path == "relay-base" else urls)[method], ports[path])
+
+                def transfer(url: str = url, method: str = method, streams: int = streams) -> float:
+                    return curl_transfer(curl, method, url, data, size, timeout, streams)
+
+                seconds, cpu = monitors[path].phase(f"{args.size_mib} MiB {kind} {path}", transfer)
+                rate = args.size_mib / seconds
+                per_gib = cpu / (size / GIB)
+                if counted:
+                    results.rates[kind][path].append(rate)
+                    results.cpu_per_gib[kind][path].append(per_gib)
+                note = "" if counted else "  (warm-up, not counted)"
+                log(f"{kind:7s} {path:7s} {args.size_mib} MiB in {seconds:6.2f}s = "
+                    f"{rate:8.1f} MiB/s, CPU {per_gib:5.2f} s/GiB{note}")
+                alive()
+                if method == "PUT" and stored.stat().st_size != size:
+                    raise BenchError(f"{kind} {path}: stored object has "
+                                     f"{stored.stat().st_size} bytes")
+                if method == "PUT" and path == "relay" and not counted and not args.no_verify:
+                    if not filecmp.cmp(data, stored, shallow=False):
+                        raise BenchError("PUT relay: stored object differs from the source")
+                    log("PUT relay: stored object is byte-identical to the source")
+
+
+def run_profile(
+    args: argparse.Namespace,
+    pid: int,
+    presign: Callable[[str, str], str],
+    small_url: str,
+    work: Path,
+    curl: str,
+    timeout: float,
+    small_gets: Callable[[str, int], SmallRun],
+    alive: Callable[[], None],
+) -> list[tuple[str, str, Path]]:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(py_spy, os.X_OK):
+        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    out_dir = Path(args.profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profile: list[tuple[str, str, Path]] = []
+    if not args.skip_large:
+        size = args.size_mib * MIB
+        data = (Path(args.data_dir) if args.data_dir else work) / f"data-{args.size_mib}m.bin"
+        for method in ("PUT", "GET"):
+            url = presign(method, BIG_KEY)
+            out = out_dir / f"relay-{method.lower()}-{args.size_mib}m.txt"
+            log(f"profiling a relay {method} of {args.size_mib} MiB with py-spy -> {out}")
+
+            def one(method: str = method, url: str = url) -> float:
+                return curl_transfer(curl, method, url, data, size, timeout)
+
+            seconds, raw = profile_transfer(py_spy, pid, out, one)
+            profile.append((f"{args.size_mib} MiB {method}",
+                            f"{args.size_mib / seconds:.0f} MiB/s", raw))
+            alive()
+    out = out_dir / "relay-get-1k.txt"
+    small_seconds = min(args.seconds, 5)
+    log(f"profiling {small_seconds}s of relay 1 KiB GETs with py-spy -> {out}")
+    rate, raw = profile_transfer(py_spy, pid, out,
+                                 lambda: small_gets(small_url, small_seconds).rate)
+    profile.append(("1 KiB GET", f"{rate:.0f} req/s", raw))
+    alive()
+    return profile
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+def fmt(value: float, width: int = 11, places: int = 1) -> str:
+    return f"{value:>{width}.{places}f}" if value == value else f"{'-':>{width}}"
+
+
 def report(
     args: argparse.Namespace,
-    rates: dict[str, list[float]],
-    small_rates: dict[str, float],
-    small_tool: str,
-    monitor: RelayMonitor,
+    results: Results,
+    monitors: dict[str, Monitor],
     profile: list[tuple[str, str, Path]],
 ) -> None:
     size = f"{args.size_mib} MiB" if args.size_mib % 1024 else f"{args.size_mib // 1024} GiB"
-    rows = []
-    for method in ("PUT", "GET"):
-        direct = median_rate(rates[f"{method.lower()}-direct"])
-        relay = median_rate(rates[f"{method.lower()}-relay"])
-        rows.append(Row(f"{size} {method}", "MiB/s", direct, relay,
-                        f"ratio >= {THROUGHPUT_TARGET}", relay / direct >= THROUGHPUT_TARGET))
-    rows.append(Row("1 KiB GET", "req/s", small_rates["small-direct"],
-                    small_rates["small-relay"], "(none)", None))
+    header = (f"{'metric':<22} {'unit':<9} {'direct':>11} {'nginx':>11} {'relay':>11} "
+              f"{'relay/nginx':>11}  {'target':<18} met?")
+    rows: list[str] = []
+
+    def row(metric: str, unit: str, values: dict[str, float], target: str = "",
+            met: bool | None = None, ratio: float | None = None, places: int = 1) -> None:
+        if ratio is None:
+            ratio = values["relay"] / values["nginx"] if values.get("nginx") else float("nan")
+        mark = "-" if met is None else ("yes" if met else "NO")
+        rows.append(f"{metric:<22} {unit:<9} "
+                    + "".join(fmt(values.get(p, float("nan")), 11, places) + " " for p in PATHS)
+                    + f"{fmt(ratio, 11, 3)}  {target:<18} {mark}")
+
+    for kind in results.rates:
+        rates = {p: median(v) for p, v in results.rates[kind].items()}
+        ratio = rates["relay"] / rates["nginx"]
+        row(f"{size} {kind}", "MiB/s", rates, f"ratio >= {THROUGHPUT_TARGET}",
+            ratio >= THROUGHPUT_TARGET)
+    small = {p: median([r.rate for r in v]) for p, v in results.small.items()}
+    if small:
+        ratio = small["relay"] / small["nginx"]
+        row("1 KiB GET", "req/s", small, f"ratio >= {SMALL_TARGET}", ratio >= SMALL_TARGET)
+        row("1 KiB GET p50", "ms", {p: median([r.p50_ms for r in v])
+                                   for p, v in results.small.items()}, places=3)
+        row("1 KiB GET p99", "ms", {p: median([r.p99_ms for r in v])
+                                   for p, v in results.small.items()}, places=3)
+    for kind in results.cpu_per_gib:
+        cpu = {p: median(v) for p, v in results.cpu_per_gib[kind].items()}
+        ratio = cpu["relay"] / cpu["nginx"] if cpu["nginx"] else float("nan")
+        row(f"CPU/GiB {kind}", "s", cpu, f"ratio <= {CPU_PER_GIB_TARGET}",
+            ratio <= CPU_PER_GIB_TARGET, places=2)
+    if small:
+        per_k = {p: 1000 * sum(r.cpu_seconds for r in v) / max(1, sum(r.requests for r in v))
+                 for p, v in results.small.items()}
+        row("CPU/1000 1 KiB GETs", "s", per_k, places=3)
+    peaks = {p: results.peaks.get(p, float("nan")) for p in PATHS}
+    peak_met = max(v for k, v in results.peaks.items() if k.startswith("relay")) < RSS_TARGET_MIB
+    row("peak RSS (largest)", "MiB", peaks, f"relay < {RSS_TARGET_MIB} MiB", peak_met)
 
     print()
-    print(f"s3relay benchmark: {os.cpu_count()} cores, {size} objects, "
-          f"median of {args.repeat} (after a warm-up round); 1 KiB GETs with {small_tool}")
-    header = f"{'metric':<16} {'unit':<6} {'direct':>10} {'relay':>10} {'ratio':>7}  {'target':<16} met?"
+    print(f"s3relay benchmark: {os.cpu_count()} cores, {size} objects, median of {args.repeat} "
+          f"rounds (after a warm-up round); 1 KiB GETs: {results.small_tool}")
+    print("direct = the upstream nginx itself (its CPU in the CPU rows); nginx = nginx "
+          "proxy_pass in front of it; relay = s3relay, one worker")
     print(header)
     print("-" * len(header))
-    for row in rows:
-        met = "-" if row.met is None else ("yes" if row.met else "NO")
-        print(f"{row.metric:<16} {row.unit:<6} {row.direct:>10.1f} {row.relay:>10.1f} "
-              f"{row.ratio:>7.3f}  {row.target:<16} {met}")
-    peak = monitor.overall_peak_kib / 1024
-    rss_met = "yes" if peak < RSS_TARGET_MIB else "NO"
-    print(f"{'relay peak RSS':<16} {'MiB':<6} {'':>10} {peak:>10.1f} {'':>7}  "
-          f"{'< ' + str(RSS_TARGET_MIB) + ' MiB':<16} {rss_met}")
-    print(f"relay idle RSS after start: {monitor.baseline_rss_kib / 1024:.1f} MiB; "
-          f"peak (VmHWM) over the run: {peak:.1f} MiB")
+    print("\n".join(rows))
+
+    relay_n_name = f"relay-{args.workers}w"
+    if args.workers > 1:
+        print()
+        if relay_n_name in results.small:
+            one, n = small["relay"], small[relay_n_name]
+            p50 = median([r.p50_ms for r in results.small[relay_n_name]])
+            p99 = median([r.p99_ms for r in results.small[relay_n_name]])
+            processes = len(monitors[relay_n_name].pids()) if relay_n_name in monitors else 0
+            print(f"worker scaling ({processes} relay processes at the end), 1 KiB GETs: "
+                  f"1 worker {one:.0f} req/s -> {args.workers} "
+                  f"workers {n:.0f} req/s = {n / one:.2f}x (p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
+                  f"peak RSS {results.peaks.get(relay_n_name, 0):.1f} MiB per process)")
+            print("  (on a 2-core machine wrk and the upstream nginx share the cores with the "
+                  "workers: this is a floor, not the scaling a larger host would show)")
+        else:
+            print(f"worker scaling: {results.workers_note}")
+    if "relay-base" in results.small:
+        print()
+        for kind in results.rates:
+            then_rate = median(results.rates[kind].get("relay-base", []))
+            if then_rate == then_rate:
+                now_rate = median(results.rates[kind]["relay"])
+                then_cpu = median(results.cpu_per_gib[kind]["relay-base"])
+                now_cpu = median(results.cpu_per_gib[kind]["relay"])
+                print(f"before/after, {size} {kind}: baseline relay {then_rate:.0f} MiB/s, "
+                      f"{then_cpu:.2f} s CPU/GiB -> this tree {now_rate:.0f} MiB/s, "
+                      f"{now_cpu:.2f} s CPU/GiB: {now_rate / then_rate:.2f}x MiB/s, "
+                      f"{now_cpu / then_cpu:.2f}x CPU per GiB")
+        now, then = small["relay"], small["relay-base"]
+        cpu = {k: 1000 * sum(r.cpu_seconds for r in results.small[k])
+               / max(1, sum(r.requests for r in results.small[k])) for k in ("relay", "relay-base")}
+        print(f"before/after, 1 KiB GETs in this run: baseline relay ({args.baseline}) {then:.0f} "
+              f"req/s, {cpu['relay-base'] * 1000:.0f} us CPU/request -> this tree {now:.0f} req/s, "
+              f"{cpu['relay'] * 1000:.0f} us CPU/request: {now / then:.2f}x req/s, "
+              f"{cpu['relay'] / cpu['relay-base']:.2f}x CPU per request")
 
     print()
-    what = "peak RSS" if monitor.per_phase else "VmHWM so far"
-    print(f"{'relay per phase':<28} {what:>12} {'user s':>7} {'sys s':>7} {'wall s':>7} "
-          f"{'CPU %':>6}")
-    for p in monitor.phases:
-        pct = 100 * p.cpu_seconds / p.wall_seconds if p.wall_seconds else 0.0
-        print(f"{p.name:<28} {p.peak_rss_kib / 1024:>8.1f} MiB {p.user_seconds:>7.2f} "
-              f"{p.system_seconds:>7.2f} {p.wall_seconds:>7.2f} {pct:>5.0f}%")
-    if args.repeat > 1:
-        print("\nall large-transfer samples (MiB/s): " + "; ".join(
-            f"{k} " + ", ".join(f"{r:.0f}" for r in v) for k, v in rates.items()))
+    print(f"{'server / phase':<36} {'peak RSS':>10} {'CPU s':>7} {'wall s':>7} {'CPU %':>6}")
+    for name, monitor in monitors.items():
+        if name == "direct":
+            continue
+        for p in monitor.phases:
+            pct = 100 * p.cpu_seconds / p.wall_seconds if p.wall_seconds else 0.0
+            print(f"{monitor.name + ': ' + p.name:<36} {p.peak_rss_kib / 1024:>6.1f} MiB "
+                  f"{p.cpu_seconds:>7.2f} {p.wall_seconds:>7.2f} {pct:>5.0f}%")
+    if args.repeat > 1 and results.rates:
+        print("\nall large-transfer samples (MiB/s):")
+        for kind, by_path in results.rates.items():
+            print(f"  {kind:7s} " + "; ".join(
+                f"{p} " + ", ".join(f"{r:.0f}" for r in v) for p, v in by_path.items()))
+    if args.small_rounds > 1 and results.small:
+        print("all 1 KiB GET samples (req/s): " + "; ".join(
+            f"{p} " + ", ".join(f"{r.rate:.0f}" for r in v) for p, v in results.small.items()))
 
     for what, rate, raw in profile:
         samples, counts = hot_functions(raw)
@@ -804,14 +1065,23 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Measure s3relay against the same nginx upstream, direct.",
+        description="Measure s3relay and nginx proxy_pass against the same nginx upstream.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--size-mib", type=int, default=1024, help="large object size")
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each 1 KiB GET run")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="counted rounds of large transfers (the median counts)")
+    parser.add_argument("--skip-large", action="store_true", help="only the 1 KiB GETs")
+    parser.add_argument("--seconds", type=int, default=10,
+                        help="duration of each 1 KiB GET run")
+    parser.add_argument("--small-rounds", type=int, default=3,
+                        help="rounds of 1 KiB GETs (each path once per round; the median counts)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also run a relay with workers = N for the 1 KiB GETs (1: none)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure 1 KiB GETs through a relay run from the s3relay "
+                             "source in DIR (before/after in one run)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python loop, not wrk")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the byte comparison of the object PUT through the relay")
@@ -824,7 +1094,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="use and keep this dir (logs, configs, objects) instead of a temp dir")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.seconds < 1 or args.repeat < 1 or args.connections < 1:
+    if (args.size_mib < 1 or args.seconds < 1 or args.repeat < 1 or args.connections < 1
+            or args.small_rounds < 1 or args.workers < 1):
         parser.error("sizes, counts and durations must be positive")
 
     def terminate(signum: int, frame: Any) -> None:

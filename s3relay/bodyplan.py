@@ -20,9 +20,8 @@ from typing import Mapping, Protocol, Sequence
 from . import sigv4
 from .chunked import AwsChunkedDecoder, UnsignedTrailerFramer
 from .errors import S3Error
-from .payload import PayloadChecker
+from .payload import CHECKSUM_PREFIX, PayloadChecker
 
-_CHECKSUM_PREFIX = "x-amz-checksum-"
 
 
 class BodyFilter(Protocol):
@@ -133,7 +132,7 @@ def _declared_checksums(headers: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return {
         name: _one(headers, name) or ""
         for name in headers
-        if name.startswith(_CHECKSUM_PREFIX) and name != "x-amz-checksum-type"
+        if name.startswith(CHECKSUM_PREFIX) and name != "x-amz-checksum-type"
         and name != "x-amz-checksum-algorithm"
     }
 
@@ -193,7 +192,7 @@ def plan_body(
     ]
     if len(trailer_names) > 1:
         raise S3Error("InvalidRequest", "Only one trailing checksum is supported.", 400)
-    if trailer_names and not trailer_names[0].startswith(_CHECKSUM_PREFIX):
+    if trailer_names and not trailer_names[0].startswith(CHECKSUM_PREFIX):
         raise S3Error("InvalidRequest", f"Unsupported trailer {trailer_names[0]!r}.", 400)
     if payload_hash == sigv4.STREAMING_SIGNED and trailer_names:
         raise S3Error(

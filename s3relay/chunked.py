@@ -26,7 +26,7 @@ import hmac
 from typing import Final, Protocol, Sequence
 
 from .errors import S3Error, signature_mismatch
-from .payload import CHECKSUM_PREFIX, decode_checksum, encoded_length
+from .payload import decode_checksum, encoded_length
 
 #: Longest chunk header or trailer line, CRLF excluded.
 MAX_LINE: Final = 4096

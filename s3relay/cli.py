@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.check_config)
-        # Parses it and loads the TLS files and cipher list.
-        check_listener(reactor, config.server.listen, tls=config.server.tls)
+        # Parses it and loads the TLS files and cipher list; an expired
+        # certificate is a warning (the relay serves it, loudly), not a failure.
+        for warning in check_listener(reactor, config.server.listen, tls=config.server.tls):
+            print(f"s3relay: {args.check_config}: warning: {warning}", file=sys.stderr)
         if config.metrics_listen:
             check_listener(reactor, config.metrics_listen, "metrics")
     except ConfigError as e:

@@ -40,6 +40,7 @@ from .anonymous import ANONYMOUS, parse_anonymous
 from .policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
 from .transforms import NO_TRANSFORMS, Transforms, parse_transforms
 from .tls import Subject, TlsSettings, parse_binding, parse_tls
+from .workerconfig import parse_workers
 
 SELF = "self"
 ADDRESSING = ("path", "virtual")
@@ -62,6 +63,8 @@ class ServerConfig:
     limits: Limits = DEFAULT_LIMITS
     #: Who may connect, by which Host, and the relay's rate limits (``admission``).
     admission: AdmissionConfig = DEFAULT_ADMISSION
+    #: Reactor processes sharing the listener (``workerconfig``, ``workers``).
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def _server(section: Section) -> ServerConfig:
         log_keys=parse_key_logging(section),
         limits=parse_limits(section),
         admission=parse_admission(section),
+        workers=parse_workers(section, listen),
     )
 
 

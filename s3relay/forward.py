@@ -118,14 +118,17 @@ def build_upstream_request(
     now: datetime.datetime,
     cache: sigv4.SigningKeyCache,
     added: Mapping[str, str] | None = None,
+    decoded_query: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> UpstreamRequest:
     """Translate, strip and re-sign a verified client request for ``upstream``.
 
     ``added`` (lowercase names) replaces any client header of the same name
-    and is signed with the rest (s3relay.transforms).
+    and is signed with the rest (s3relay.transforms).  ``decoded_query`` is
+    ``sigv4.query_pairs(raw_query)`` when the caller has it already (each
+    request would otherwise decode its query once more here).
     """
     host, path = upstream_location(target, upstream)
-    pairs = sigv4.query_pairs(raw_query)
+    pairs = list(decoded_query) if decoded_query is not None else sigv4.query_pairs(raw_query)
     if presigned:
         pairs = [(name, value) for name, value in pairs if name not in PRESIGN_PARAMS]
     headers = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 from typing import IO, Any, Callable
 
@@ -21,8 +22,9 @@ from twisted.logger import LogEvent, formatEvent
 STRUCTURED = ("access",)
 
 
-def event_as_json(event: LogEvent) -> str:
-    """One log event as a single JSON line (no trailing newline)."""
+def event_as_json(event: LogEvent, worker: int | None = None) -> str:
+    """One log event as a single JSON line (no trailing newline); ``worker``
+    is the process's number under ``[server] workers`` (``workers``)."""
     when = datetime.datetime.fromtimestamp(event.get("log_time", 0), datetime.timezone.utc)
     level = event.get("log_level")
     record: dict[str, Any] = {
@@ -31,6 +33,8 @@ def event_as_json(event: LogEvent) -> str:
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
     }
+    if worker is not None:
+        record["worker"] = worker
     failure = event.get("log_failure")
     if failure is not None:
         record["error"] = failure.getTraceback()
@@ -43,9 +47,11 @@ def event_as_json(event: LogEvent) -> str:
 def observer(out: IO[str] | None = None) -> Callable[[LogEvent], None]:
     """A log observer writing JSON lines to ``out`` (stdout by default)."""
     stream = out if out is not None else sys.stdout
+    number = os.environ.get("S3RELAY_WORKER", "")  # set by the supervisor (``workers``)
+    worker = int(number) if number.isdigit() else None
 
     def observe(event: LogEvent) -> None:
-        stream.write(event_as_json(event) + "\n")
+        stream.write(event_as_json(event, worker) + "\n")
         stream.flush()
 
     return observe

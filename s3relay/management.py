@@ -25,11 +25,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .metrics import RelayMetrics
 
@@ -202,6 +203,37 @@ class _Metrics(_Endpoint):
         return self._metrics.render()
 
 
+class CollectedMetrics(_Endpoint):
+    """``/metrics`` whose text is gathered at scrape time, asynchronously: the
+    supervisor of ``[server] workers`` asks each worker process (``workers``)."""
+
+    def __init__(self, collect: Callable[[], Deferred[bytes]], content_type: str) -> None:
+        super().__init__()
+        self._collect = collect
+        self._content_type = content_type.encode("ascii")
+
+    def render(self, request: Request) -> Any:
+        if request.postpath not in ([], [b""]) or request.method not in (b"GET", b"HEAD"):
+            return super().render(request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(body: bytes) -> None:
+            if not gone:
+                request.setHeader(b"content-type", self._content_type)
+                request.write(_respond(request, body))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            log.failure("collecting metrics failed", failure)
+            if not gone:
+                request.write(_respond(request, _error(request, 500, "metrics unavailable")))
+                request.finish()
+
+        self._collect().addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+
 class _Health(_Endpoint):
     def get(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
@@ -223,9 +255,14 @@ class _Ready(_Endpoint):
 class ManagementRoot(Resource):
     """``/metrics``, ``/healthz``, ``/readyz``; a JSON 404 for any other path."""
 
-    def __init__(self, metrics: RelayMetrics, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        metrics: RelayMetrics,
+        readiness: Readiness,
+        metrics_resource: IResource | None = None,
+    ) -> None:
         super().__init__()
-        self.putChild(b"metrics", _Metrics(metrics))
+        self.putChild(b"metrics", metrics_resource or _Metrics(metrics))
         self.putChild(b"healthz", _Health())
         self.putChild(b"readyz", _Ready(readiness))
 
@@ -247,9 +284,14 @@ class ManagementSite(Site):
 
 
 def make_management_site(
-    metrics: RelayMetrics, readiness: Readiness, reactor: IReactorTime
+    metrics: RelayMetrics,
+    readiness: Readiness,
+    reactor: IReactorTime,
+    metrics_resource: IResource | None = None,
 ) -> ManagementSite:
-    """The management Site; serve it with its own endpoint (see module docstring)."""
-    site = ManagementSite(ManagementRoot(metrics, readiness), reactor=reactor)
+    """The management Site; serve it with its own endpoint (see module docstring).
+
+    ``metrics_resource`` replaces ``/metrics`` (``CollectedMetrics`` for workers)."""
+    site = ManagementSite(ManagementRoot(metrics, readiness, metrics_resource), reactor=reactor)
     site.displayTracebacks = False
     return site

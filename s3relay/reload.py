@@ -4,8 +4,10 @@
 A request reads the config once when its headers arrive, so requests in
 flight finish under the config they started with.  A config that does not
 load is refused with a log line and the running one stays.  Listener
-changes (``listen``) take effect at the next restart; TLS certificates are
-not reloaded yet.  systemd hears RELOADING=1 ... READY=1 around it.
+changes (``listen``) take effect at the next restart; the listener's TLS
+certificate, key, client CA and options are re-read (``ListenerTls``) and
+swapped in with the config for new connections, open ones keep theirs.
+systemd hears RELOADING=1 ... READY=1 around it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.web.iweb import IAgent
 
 from .config import Config, ConfigError, UpstreamConfig, load_config
 from .credentials import CredentialProviders
+from .listen import ListenerTls
 from .resource import RelaySite
 
 log = Logger(namespace="s3relay")
@@ -35,6 +38,7 @@ class Reloader(Service):
         reactor: Any,
         notify: Callable[[bytes], object],
         credentials: CredentialProviders | None = None,
+        tls: ListenerTls | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -46,6 +50,8 @@ class Reloader(Service):
         #: Rebuilt for the new config's credential sets (unchanged ones kept).
         self._credentials = credentials
         self._previous: Any = None
+        #: The client listener's TLS context, rebuilt with each config.
+        self._tls = tls
 
     def startService(self) -> None:
         super().startService()
@@ -64,6 +70,7 @@ class Reloader(Service):
         try:
             try:
                 config = load_config(self._path)
+                swap_tls = self._tls.prepare(config.server) if self._tls else None
             except ConfigError as e:
                 log.error("reload refused, the running config stays: {error}", error=str(e))
                 return False
@@ -81,6 +88,8 @@ class Reloader(Service):
             self._site.timeOut = config.server.idle_timeout
             self._site.limits = config.server.limits
             self._config = config
+            if swap_tls is not None:
+                swap_tls()
             log.info(
                 "reloaded {path}: {clients} client keys, upstream {url}",
                 path=self._path,

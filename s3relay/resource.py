@@ -176,6 +176,7 @@ class RelayResource(Resource):
             now,
             self._keys,
             config.transforms.headers_for(operation.name, client.name, target.bucket),
+            decoded_query=pairs,
         )
         exchange.on_end = self._gate.admit(
             config.server.admission, client.name, client.admission

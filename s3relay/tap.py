@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -14,13 +14,15 @@ from .config import ConfigError, load_config
 from .connections import GracefulShutdown
 from .credentials import CredentialProviders, SourceWorld, make_source_agent
 from .exchange import Monitor
-from .listen import listen_endpoint
+from .listen import ListenerTls, listen_endpoint
 from .management import Readiness, UpstreamHealth, make_management_site
 from .metrics import RelayMetrics
 from .reload import Reloader
 from .systemd import Listeners, StoppingNotifier, sd_notify
 from .resource import make_site
 from .upstream import make_agent
+from .workerlink import WorkerLink, worker_endpoint
+from .workers import make_supervisor
 
 DEFAULT_CONFIG = "/etc/s3relay/s3relay.ini"
 
@@ -30,21 +32,35 @@ log = Logger(namespace="s3relay")
 class Options(usage.Options):
     optParameters = [
         ["config", "c", DEFAULT_CONFIG, "Path of the s3relay ini file."],
+        ["worker", None, None, "Internal: run as worker N of a [server] workers supervisor."],
     ]
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
-    """The relay service: one listener in front of the configured upstream."""
+    """The relay service: one listener in front of the configured upstream.
+
+    With ``[server] workers`` above 1, the supervisor of that many relay
+    processes instead (``workers``); ``--worker`` makes one of those."""
     if reactor is None:
         from twisted.internet import reactor
     metrics = RelayMetrics()
+    notify: Callable[[bytes], object] = sd_notify
+    link: WorkerLink | None = None
     try:
         config = load_config(options["config"])
-        endpoint = listen_endpoint(
-            reactor, config.server.listen, tls=config.server.tls,
-            handshake_failed=metrics.tls_handshake_failed,
-        )
-        metrics_endpoint = config.metrics_listen and listen_endpoint(
+        if options["worker"] is not None:
+            # One of [server] workers: the supervisor's socket; it talks to systemd.
+            link = WorkerLink.connect(reactor, metrics)
+            notify = link.notify
+            endpoint = worker_endpoint(reactor, config.server, metrics.tls_handshake_failed)
+        elif config.server.workers > 1:
+            return make_supervisor(options["config"], config, reactor, sd_notify)
+        else:
+            endpoint = listen_endpoint(
+                reactor, config.server.listen, tls=config.server.tls,
+                handshake_failed=metrics.tls_handshake_failed,
+            )
+        metrics_endpoint = options["worker"] is None and config.metrics_listen and listen_endpoint(
             reactor, config.metrics_listen, "metrics"
         )
     except ConfigError as e:
@@ -58,7 +74,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # Ready only once the reactor runs: before that, twistd has not installed
     # its SIGTERM handler yet, and a stop request would kill it outright.
     listeners = Listeners(
-        lambda: reactor.callWhenRunning(sd_notify, b"READY=1\nSTATUS=listening")
+        lambda: reactor.callWhenRunning(notify, b"READY=1\nSTATUS=listening")
     )
     service = MultiService()
     connect_timeout = config.server.limits.connect_timeout
@@ -75,18 +91,23 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     credentials.setServiceParent(service)
     site = make_site(config, agent, reactor, monitor, credentials)
     StreamServerEndpointService(listeners.watch(endpoint), site).setServiceParent(service)
-    if metrics_endpoint:
+    listener_tls = ListenerTls(config.server.listen, endpoint, reactor.seconds)
+    listener_tls.log_served()
+    if metrics_endpoint or link is not None:
         readiness = Readiness()
         readiness.add("listening", lambda: (listeners.ready, "all listeners bound"))
         readiness.add("upstream", monitor.health.check)
         readiness.add("credentials", credentials.check)
         if config.upstream.insecure:
             readiness.add("upstream-tls", lambda: (True, "INSECURE: certificate not checked"))
+        if link is not None:  # the supervisor's /readyz asks for these
+            link.readiness = readiness
+    if metrics_endpoint:
         management = make_management_site(monitor.metrics, readiness, reactor)
         StreamServerEndpointService(
             listeners.watch(metrics_endpoint), management
         ).setServiceParent(service)
-    StoppingNotifier(sd_notify).setServiceParent(service)
+    StoppingNotifier(notify).setServiceParent(service)
     if site.connections is not None:
         # On SIGTERM, alongside the listeners closing: drain client connections.
         GracefulShutdown(
@@ -99,7 +120,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         agent,
         lambda upstream: make_agent(reactor, upstream, connect_timeout),
         reactor,
-        sd_notify,
+        notify,
         credentials,
+        listener_tls,
     ).setServiceParent(service)
     return service

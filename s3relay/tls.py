@@ -16,6 +16,7 @@ for whatever purpose, stand in for the client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from .ini import ConfigError, Section
 
@@ -35,6 +36,9 @@ INTERMEDIATE_CIPHERS = ":".join(
     )
 )
 MIN_VERSIONS = ("1.2", "1.3")
+#: A served certificate closer than this to its end is warned about (ACME
+#: clients renew 30 days ahead: one still this close means renewal failed).
+EXPIRY_WARNING = timedelta(days=7)
 CLIENT_AUTH = ("optional", "required")
 
 #: A certificate subject: (attribute short name upper-cased, value) pairs, sorted.
@@ -61,6 +65,44 @@ class TlsSettings:
     @property
     def verifies_clients(self) -> bool:
         return self.client_ca_pem is not None
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the log says about a served certificate (all public: it is sent to every client).
+
+    An operator who renewed a certificate wants to see, at startup and after
+    each reload, which one is served now and until when.
+    """
+
+    subject: str
+    serial: int
+    not_before: datetime
+    not_after: datetime
+
+    def describe(self) -> str:
+        return (
+            f"{self.subject} serial {self.serial:x}, "
+            f"valid until {self.not_after:%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+    def validity_problem(self, now: datetime) -> str | None:
+        """Why clients will refuse this certificate at ``now`` (timezone-aware), or soon will.
+
+        Served anyway: refusing it would not help (the listener would keep an
+        older, probably also expired one or not start at all), so this is a
+        loud warning, not an error.
+        """
+        if now >= self.not_after:
+            return (
+                f"EXPIRED on {self.not_after:%Y-%m-%d %H:%M:%S} UTC: clients that check "
+                "it refuse every connection; renew it and reload"
+            )
+        if now < self.not_before:
+            return f"NOT VALID before {self.not_before:%Y-%m-%d %H:%M:%S} UTC"
+        if self.not_after - now < EXPIRY_WARNING:
+            return f"expires in {(self.not_after - now).days} days: renew it and reload"
+        return None
 
 
 def _pem(section: Section, key: str, marker: bytes, what: str) -> bytes | None:

@@ -111,3 +111,45 @@ def make_client_certificate(
         )
     )
     return cert_path, key_path
+
+
+def make_server_certificate(
+    directory: Path, ca: Authority, name: str, ip: str, expired: bool = False
+) -> tuple[Path, Path, x509.Certificate]:
+    """A server certificate for ``ip`` signed by ``ca``, subject CN=``name``.
+
+    Written to ``<name>-cert.pem``/``<name>-key.pem``; ``expired`` makes one
+    whose validity ended yesterday.  Returns the paths and the certificate
+    (its serial number tells served certificates apart).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    end = now - datetime.timedelta(days=1) if expired else now + datetime.timedelta(days=30)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(end - datetime.timedelta(days=60))
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, cert

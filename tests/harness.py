@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from pathlib import Path
 
 import boto3
@@ -32,6 +32,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def eventually(check: Callable[[], bool], seconds: float = 30) -> bool:
+    """Poll ``check`` every 0.1 s until it is true (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -170,3 +180,50 @@ def start_relay(workdir: Path, config_text: str, port: int, scheme: str = "http"
     relay = Relay(port, process, log, scheme)
     wait_for_port(port, process, log)
     return relay
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a process holds: file descriptors, memory and TCP connections."""
+
+    fds: int
+    rss_kib: int
+    peak_rss_kib: int
+    #: Established TCP connections as (local port, remote port).
+    connections: tuple[tuple[int, int], ...]
+
+    def accepted(self, port: int) -> int:
+        """Established connections accepted on the listening ``port``."""
+        return sum(local == port for local, _ in self.connections)
+
+    def to(self, port: int) -> int:
+        """Established connections to ``port`` (e.g. the upstream's)."""
+        return sum(remote == port for _, remote in self.connections)
+
+
+def process_usage(pid: int) -> Usage:
+    """``pid``'s open fds, VmRSS/VmHWM and established TCP connections, from /proc."""
+    inodes = set()
+    fds = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        fds += 1
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    memory = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            memory[name] = int(value.split()[0])
+    connections = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED, ours
+                local, remote = fields[1], fields[2]
+                connections.append((int(local.rsplit(":", 1)[1], 16),
+                                    int(remote.rsplit(":", 1)[1], 16)))
+    return Usage(fds, memory["VmRSS"], memory["VmHWM"], tuple(connections))

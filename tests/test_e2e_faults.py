@@ -94,15 +94,6 @@ def read_reply(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + rest
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def access_records(relay: harness.Relay) -> list[dict[str, Any]]:
     return [r["access"] for r in relay.records() if "access" in r]
 
@@ -141,7 +132,7 @@ def test_upstream_5xx_reaches_the_client_unchanged(
     script.script = s3_ok
     assert get(faulty, "/bucket5xx?list-type=2").status == 200
     assert put(faulty, "/bucket5xx/key", b"fine").status == 200
-    assert wait_for(lambda: sum(r["upstream_status"] == status
+    assert harness.eventually(lambda: sum(r["upstream_status"] == status
                                 for r in access_records(faulty)) >= 2)
     record = [r for r in access_records(faulty) if r["upstream_status"] == status][-1]
     assert (record["status"], record["upstream_request_id"]) == (status, "UPSTREAM0001")
@@ -171,7 +162,7 @@ def test_stale_pooled_connection_retried_for_bodyless_requests(
         ("GET", False, seen[2].index), ("GET", True, 0),
     ]
     assert seen[0].index > 0 and seen[2].index > 0
-    assert wait_for(lambda: faulty.output().count("retrying on a new connection") >= 2)
+    assert harness.eventually(lambda: faulty.output().count("retrying on a new connection") >= 2)
 
 
 def test_retried_once_only(faulty: harness.Relay, script: FaultUpstream) -> None:
@@ -198,7 +189,7 @@ def test_stale_pooled_connection_retried_when_no_body_byte_was_sent(
         sock.sendall(put_head(faulty, "/stale/body", len(data)))
         # The relay forwards the head at once; the upstream drops it, and the
         # relay tries again on a new connection, all before any body byte.
-        assert wait_for(lambda: len(script.seen) >= before + 2), script.seen[before:]
+        assert harness.eventually(lambda: len(script.seen) >= before + 2), script.seen[before:]
         assert script.connections == connections + 1
         sock.sendall(data)
         answer = read_reply(sock)
@@ -264,37 +255,10 @@ def watched(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
     harness.stop(relay.process)
 
 
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
-
-
 def usage(relay: harness.Relay) -> tuple[int, int]:
     """(open file descriptors, established TCP connections) of the relay process."""
-    pid = relay.process.pid
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    inodes = socket_inodes(pid)
-    established = 0
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "01" and fields[9] in inodes:
-                established += 1
-    return fds, established
-
-
-def rss_kib(relay: harness.Relay) -> int:
-    for line in Path(f"/proc/{relay.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    now = harness.process_usage(relay.process.pid)
+    return now.fds, len(now.connections)
 
 
 def quiet_usage(relay: harness.Relay) -> tuple[int, int]:
@@ -314,7 +278,7 @@ def settle(relay: harness.Relay, baseline: tuple[int, int]) -> tuple[int, int]:
         readings.append(usage(relay))
         return readings[-1][0] <= baseline[0] and readings[-1][1] <= baseline[1]
 
-    wait_for(back, 30)
+    harness.eventually(back, 30)
     return readings[-1]
 
 
@@ -331,12 +295,12 @@ def test_aborts_and_resets_leak_no_descriptors_or_connections(
         reply = send(small, "GET", sign("GET", small, {}, sigv4.EMPTY_SHA256, CLIENT_KEY))
         assert reply.status == 200
     baseline = quiet_usage(watched)
-    rss = rss_kib(watched)
+    rss = harness.process_usage(watched.process.pid).rss_kib
     print(f"baseline: {baseline[0]} fds, {baseline[1]} established connections, "
           f"RSS {rss} KiB")
     # The measure sees a connection the relay holds (so a leaked one would show).
     held = socket.create_connection(("127.0.0.1", watched.port), timeout=30)
-    assert wait_for(lambda: usage(watched)[0] > baseline[0] and usage(watched)[1] > baseline[1])
+    assert harness.eventually(lambda: usage(watched)[0] > baseline[0] and usage(watched)[1] > baseline[1])
     held.close()
 
     data = os.urandom(4 * MiB)
@@ -367,7 +331,7 @@ def test_aborts_and_resets_leak_no_descriptors_or_connections(
         assert reply.status == 200 and b"<Key>big</Key>" in reply.body
     final = settle(watched, baseline)
     print(f"after {3 * ABORTS} aborted exchanges: {final[0]} fds, {final[1]} established, "
-          f"RSS {rss_kib(watched)} KiB")
+          f"RSS {harness.process_usage(watched.process.pid).rss_kib} KiB")
     assert final[0] <= baseline[0], f"{final[0] - baseline[0]} file descriptors leaked"
     assert final[1] <= baseline[1], f"{final[1] - baseline[1]} connections leaked"
     assert object_keys(bucket) == ["big"]

@@ -183,7 +183,6 @@ def test_prefix_glob_for_any_bucket_still_needs_the_bucket(
     policy_relay: harness.Relay, upstream: Any, other: str
 ) -> None:
     """scoped has `*:public/`, but `buckets` still excludes pol-other-*."""
-    scoped = boto_client(policy_relay.url, SCOPED)
     denied(policy_relay, SCOPED, "get_object", Bucket=other, Key="public/y")
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -18,14 +17,6 @@ from tests.rawclient import sign
 
 NEW_KEY = ("AKIDRELAYRELOADED001", "reloaded-secret")
 
-
-def eventually(check: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def works(url: str, key: tuple[str, str]) -> bool:
@@ -56,7 +47,7 @@ def test_sighup_swaps_config_and_keeps_in_flight_requests(
         config.write_text(text + f"\n[client:new]\naccess_key_id = {NEW_KEY[0]}\n"
                           f"secret_access_key = {NEW_KEY[1]}\ncredentials = main\n")
         relay.process.send_signal(signal.SIGHUP)
-        assert eventually(lambda: works(relay.url, NEW_KEY)), relay.output()[-2000:]
+        assert harness.eventually(lambda: works(relay.url, NEW_KEY)), relay.output()[-2000:]
 
         sock.sendall(data[1024 * 1024:])
         answer = sock.recv(65536)
@@ -66,7 +57,7 @@ def test_sighup_swaps_config_and_keeps_in_flight_requests(
 
         config.write_text(config.read_text() + "\n[bogus]\n")
         relay.process.send_signal(signal.SIGHUP)
-        assert eventually(lambda: "reload refused" in relay.output())
+        assert harness.eventually(lambda: "reload refused" in relay.output())
         assert "[bogus]: unknown section" in relay.output()
         assert works(relay.url, NEW_KEY) and relay.process.poll() is None
     finally:
