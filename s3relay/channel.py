@@ -397,6 +397,10 @@ class RelayChannel(http.HTTPChannel):
             self.setRawMode()
 
     def requestDone(self, request: Any) -> None:
+        # A body may end while the upstream has it paused (the upstream's
+        # resume never comes once the body is complete): left set, the flag
+        # would stop reading the next request when this response's writes drain.
+        self._bodyPaused = False
         if self._phase != CLOSED:
             self._phase = IDLE
         self._touch()

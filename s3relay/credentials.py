@@ -13,7 +13,9 @@ stops calling a source that keeps failing until its open interval passed.
 
 ``CredentialProviders`` owns the providers of one config and rebuilds them
 on reload: a set whose spec did not change keeps its provider and its
-current credentials (and refreshes at once); the others are stopped.
+current credentials (and refreshes at once); a changed one gets a new
+provider, which signs with the old one's last valid credentials until its
+own first fetch ends; the others are stopped.
 """
 
 from __future__ import annotations
@@ -133,6 +135,12 @@ class Provider:
         self._failures = 0
         self.last_error = "not fetched yet"
         self._running = False
+        #: The provider this one replaced at a reload (its spec changed): its
+        #: last credentials, while valid, serve until this one's first fetch
+        #: ends, so that a reload does not turn requests away meanwhile.  Only
+        #: that long: a failed first fetch fails closed, as any outage does,
+        #: rather than keep signing with what the operator replaced.
+        self.predecessor: Provider | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -147,19 +155,25 @@ class Provider:
         self._call = None
         if self._inflight is not None:
             self._inflight.cancel()
+        self.predecessor = None
 
     # -- the request path -----------------------------------------------------
 
     def current(self) -> CredentialSet | None:
         """Valid credentials now, or None (and a refresh is started)."""
-        fetched = self._current if self._running else None
-        if fetched is not None and (
-            fetched.expiry is None
-            or self._clock.seconds() < fetched.expiry - VALIDITY_FLOOR
-        ):
+        fetched = self._valid() if self._running else None
+        if fetched is not None:
             return fetched.credentials
         self.kick()
-        return None
+        inherited = self.predecessor._valid() if self.predecessor is not None else None
+        return inherited.credentials if inherited is not None else None
+
+    def _valid(self) -> Fetched | None:
+        """The last fetched credentials, if they are still good to sign with."""
+        fetched = self._current
+        if fetched is None or fetched.expiry is None:
+            return fetched
+        return fetched if self._clock.seconds() < fetched.expiry - VALIDITY_FLOOR else None
 
     def kick(self) -> None:
         """Refresh now, unless a fetch is running or a retry is already due."""
@@ -168,15 +182,16 @@ class Provider:
 
     def check(self) -> tuple[bool, str]:
         """Readiness: are there valid credentials?  Never I/O."""
-        fetched = self._current
-        now = self._clock.seconds()
-        if fetched is not None and fetched.expiry is None:
-            return True, "valid"
-        if fetched is not None and fetched.expiry is not None:
-            if now < fetched.expiry - VALIDITY_FLOOR:
-                return True, f"valid for {fetched.expiry - now:.0f} s"
+        fetched = self._valid()
+        if fetched is not None:
+            if fetched.expiry is None:
+                return True, "valid"
+            return True, f"valid for {fetched.expiry - self._clock.seconds():.0f} s"
         state = self.breaker.state
         breaker = "" if state is State.CLOSED else f"; source circuit {state.name.lower()}"
+        if self.predecessor is not None and self.predecessor._valid() is not None:
+            return True, (f"the previous config's credentials until new ones are fetched "
+                          f"({self.last_error}{breaker})")
         return False, f"no valid credentials: {self.last_error}{breaker}"
 
     # -- refreshing -------------------------------------------------------------
@@ -207,6 +222,7 @@ class Provider:
             return
         recovered = self._current is None or self._failures > 0
         self._current = fetched
+        self.predecessor = None
         self._failures = 0
         self.last_error = ""
         self.breaker.success()
@@ -225,6 +241,7 @@ class Provider:
 
     def _failed(self, failure: Failure) -> None:
         self._inflight = None
+        self.predecessor = None
         if not self._running:
             return
         self._failures += 1
@@ -323,9 +340,10 @@ class CredentialProviders(Service):
                 self._providers[name] = kept
                 kept.kick()
             else:
+                provider = self._build(spec)
                 if kept is not None:
                     kept.stop()
-                provider = self._build(spec)
+                    provider.predecessor = kept
                 self._providers[name] = provider
                 provider.start()
             self._specs[name] = spec

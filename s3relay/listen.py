@@ -272,7 +272,11 @@ class ListenerTls:
     """
 
     def __init__(
-        self, description: str, endpoint: IStreamServerEndpoint, now: Callable[[], float]
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        now: Callable[[], float],
+        expiry: Callable[[float], object] = lambda unix_time: None,
     ) -> None:
         #: The description the listener was started from (reloads keep it).
         self._description = description
@@ -280,6 +284,8 @@ class ListenerTls:
         self._context = endpoint.context if isinstance(endpoint, TLSServerEndpoint) else None
         #: Seconds since the epoch (reactor.seconds): for the validity check.
         self._now = now
+        #: Told the served certificate's notAfter (Unix time), for the metric.
+        self._expiry = expiry
 
     def log_served(self) -> None:
         """Log which certificate is served, and loudly if clients will refuse it."""
@@ -287,7 +293,7 @@ class ListenerTls:
             return
         facts = self._context.facts
         log.info("client TLS certificate {certificate}", certificate=facts.describe())
-        self._check_validity(facts)
+        self._served(facts)
 
     def prepare(self, server: ServerConfig) -> Callable[[], None]:
         """Build the TLS context ``server`` describes; return what swaps it in.
@@ -316,11 +322,12 @@ class ListenerTls:
                 certificate=facts.describe(),
                 change="" if before.serial != facts.serial else " (unchanged)",
             )
-            self._check_validity(facts)
+            self._served(facts)
 
         return swap
 
-    def _check_validity(self, facts: CertificateFacts) -> None:
+    def _served(self, facts: CertificateFacts) -> None:
+        self._expiry(facts.not_after.timestamp())
         problem = facts.validity_problem(_utc(self._now()))
         if problem is not None:
             log.warn(

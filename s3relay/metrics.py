@@ -159,6 +159,12 @@ class RelayMetrics:
         self._tls_failures = Counter(
             "s3relay_tls_handshake_failures", "Client TLS handshakes that failed.", registry=r
         )
+        self._certificate_expiry = Gauge(
+            "s3relay_tls_certificate_expiry_timestamp_seconds",
+            "When a listener's served TLS certificate expires (Unix time).",
+            ["listener"],  # a labelled gauge: absent, not 0, without TLS
+            registry=r,
+        )
         self._credentials_expiry = Gauge(
             "s3relay_credentials_expiry_timestamp_seconds",
             "When a credential set's current credentials expire (Unix time).",
@@ -247,6 +253,10 @@ class RelayMetrics:
 
     def tls_handshake_failed(self) -> None:
         self._tls_failures.inc()
+
+    def certificate_expiry(self, unix_time: float) -> None:
+        """The served certificate (at startup, after a reload) expires at ``unix_time``."""
+        self._certificate_expiry.labels("client").set(unix_time)
 
     # -- credentials --------------------------------------------------------
 

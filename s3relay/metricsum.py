@@ -11,7 +11,7 @@ aggregate ``process_*``; the text format is stable and small.
 
 How samples combine: counters, histograms and most gauges add up (requests,
 bytes, in-flight requests, open connections, RSS, CPU, fds).  A few gauges do
-not: the earliest credential expiry and process start, the worst circuit
+not: the earliest credential or certificate expiry and process start, the worst circuit
 state, the largest fd limit, the build info.  ``*_created`` series are left
 out: a sum of several processes has no single creation time.
 
@@ -35,6 +35,7 @@ from prometheus_client.samples import Sample
 #: How a gauge that must not be summed combines across processes.
 GAUGE_RULES: dict[str, Callable[[float, float], float]] = {
     "s3relay_credentials_expiry_timestamp_seconds": min,
+    "s3relay_tls_certificate_expiry_timestamp_seconds": min,
     "s3relay_credential_source_circuit_state": max,
     "s3relay_build_info": max,
     "process_start_time_seconds": min,

@@ -91,7 +91,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     credentials.setServiceParent(service)
     site = make_site(config, agent, reactor, monitor, credentials)
     StreamServerEndpointService(listeners.watch(endpoint), site).setServiceParent(service)
-    listener_tls = ListenerTls(config.server.listen, endpoint, reactor.seconds)
+    listener_tls = ListenerTls(
+        config.server.listen, endpoint, reactor.seconds, metrics.certificate_expiry
+    )
     listener_tls.log_served()
     if metrics_endpoint or link is not None:
         readiness = Readiness()

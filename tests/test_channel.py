@@ -163,6 +163,27 @@ def test_paused_body_stays_paused_when_response_writes_drain() -> None:
     assert transport.producerState == "producing"
 
 
+def test_body_that_ended_paused_does_not_stop_the_next_request() -> None:
+    """The upstream paused the body as its last bytes went out, and never
+    resumed it (the body was complete).  The response then filled the send
+    buffer; when it drained, reading must go on, or the next request on the
+    connection would sit unread until idle_timeout (found by bench/soak.py)."""
+    probe = Probe()
+    channel, transport = connect(probe)
+    channel.dataReceived(HEAD + b"0123456789")
+    request = probe.requests[0]
+    request.pauseBody()
+    assert probe.receiver.complete
+    request.setResponseCode(200)
+    request.write(b"x")
+    channel.pauseProducing()  # the response fills the send buffer
+    request.finish()
+    channel.resumeProducing()  # ... and drains
+    assert transport.producerState == "producing"
+    channel.dataReceived(b"GET /bucket/next HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert len(probe.requests) == 2
+
+
 def test_refused_before_continue_closes_instead_of_waiting_for_the_body() -> None:
     """A client refused while waiting for 100 Continue sends no body: never read
     its next request as one."""

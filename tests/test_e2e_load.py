@@ -214,6 +214,32 @@ def test_hundreds_of_connections_mixed_requests_and_large_transfers(
     assert all(o.ok for o in after), [o for o in after if not o.ok]
 
 
+def test_large_puts_and_gets_alternating_on_one_connection(
+    loaded: harness.Relay, upstream: Any, bucket: str,
+) -> None:
+    """An upload that ended while the upstream had it paused once left the
+    connection unable to read its next request after a large download
+    (found by bench/soak.py; the channel unit test pins the cause)."""
+    large = os.urandom(MiB)
+    large_sha = hashlib.sha256(large).hexdigest()
+    upstream.put_object(Bucket=bucket, Key="alternate/seed", Body=large)
+    work = Workload("127.0.0.1", loaded.port, bucket, CLIENT_KEY, {})
+
+    async def alternate() -> list[Outcome]:
+        connection = Connection("127.0.0.1", loaded.port)
+        outcomes = []
+        for _ in range(12):
+            for job in (work.large_put(connection, "alternate/put", large),
+                        work.large_get(connection, "alternate/seed", large_sha, len(large))):
+                outcomes.append(await asyncio.wait_for(job, 20))
+        await connection.close()
+        assert connection.opened == 1
+        return outcomes
+
+    outcomes = asyncio.run(alternate())
+    assert [o for o in outcomes if not o.ok] == []
+
+
 def access(relay: harness.Relay) -> list[dict[str, Any]]:
     return [r["access"] for r in relay.records() if "access" in r]
 

@@ -221,6 +221,11 @@ def test_connections_upstream_refusals_and_tls() -> None:
     m.refused("AccessDenied")
     m.refused("AccessDenied")
     m.tls_handshake_failed()
+    certificate = "s3relay_tls_certificate_expiry_timestamp_seconds"
+    with pytest.raises(KeyError):  # no TLS: absent, not 0
+        value(m, certificate, listener="client")
+    m.certificate_expiry(1_800_000_000.0)
+    assert value(m, certificate, listener="client") == 1_800_000_000.0
     assert value(m, "s3relay_open_connections") == 2
     assert value(m, "s3relay_connections_total") == 3
     assert value(m, "s3relay_upstream_latency_seconds_count") == 1

@@ -299,15 +299,30 @@ def test_registry_fail_closed_readiness_and_reload() -> None:
     clock.advance(0)
     assert len(providers.sources["fetched"].calls) == 2
     assert providers.for_client(config, a).access_key_id == "K1"
-    # Reload with a changed spec: a new provider, the old one stopped.
+    # Reload with a changed spec: a new provider, the old one stopped; until
+    # the new one's first fetch ends, the old one's last valid credentials serve.
     changed = parse_config(CONFIG.replace("[credentials:fetched]\nsource = chain\n",
                                           "[credentials:fetched]\nsource = chain\nprofile = p\n"))
     providers.sources.clear()
     providers.reconfigure(changed)
-    assert providers.provider("fetched") is not kept
-    assert kept is not None and kept.current() is None  # stopped, never serves again
+    new = providers.provider("fetched")
+    assert new is not kept and kept is not None
+    clock.advance(0)
+    assert kept.current() is None  # stopped: it serves only through its successor
+    assert providers.for_client(changed, changed.clients["a"]).access_key_id == "K1"
+    ok, detail = providers.check()
+    assert ok and "previous config's credentials" in detail
+    providers.sources["fetched"].succeed("K2", T0 + 7200)
+    assert providers.for_client(changed, changed.clients["a"]).access_key_id == "K2"
+    assert new is not None and new.predecessor is None
+    # A first fetch that fails ends the hand-over too: fail closed.
+    providers.reconfigure(config)
+    clock.advance(0)
+    assert providers.for_client(config, a).access_key_id == "K2"
+    providers.sources["fetched"].fail()
     with pytest.raises(S3Error):
-        providers.for_client(changed, changed.clients["a"])
+        providers.for_client(config, a)
+    assert not providers.check()[0]
     providers.stopService()
     assert clock.getDelayedCalls() == []
 

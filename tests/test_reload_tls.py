@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from cryptography import x509
@@ -75,6 +75,14 @@ def server_config(listen: str, server: str = "") -> Any:
     return parse_config(f"[server]\nlisten = {listen}\n{server}\n{UPSTREAM}{CLIENT}").server
 
 
+def not_after(context: ServerContext) -> float:
+    """The served certificate's notAfter, as Unix time."""
+    certificate = context.serverConnectionForTLS(None).get_certificate()
+    assert certificate is not None and (stamp := certificate.get_notAfter()) is not None
+    when = datetime.strptime(stamp.decode("ascii"), "%Y%m%d%H%M%SZ")
+    return when.replace(tzinfo=timezone.utc).timestamp()
+
+
 def served_serial(context: ServerContext) -> int:
     certificate = context.serverConnectionForTLS(None).get_certificate()
     assert certificate is not None
@@ -111,16 +119,20 @@ def live(pki: dict[str, Any], tmp_path: Path) -> Path:
     return tmp_path
 
 
-def listener(live: Path, server: str = "") -> tuple[ServerContext, ListenerTls]:
+def listener(live: Path, server: str = "", expiry: Callable[[float], object] = lambda _: None
+             ) -> tuple[ServerContext, ListenerTls]:
     description = ssl_listen(live)
     endpoint = listen_endpoint(MemoryReactorClock(), description,
                                tls=server_config(description, server).tls)
     assert isinstance(endpoint, TLSServerEndpoint)
-    return endpoint.context, ListenerTls(description, endpoint, time.time)
+    return endpoint.context, ListenerTls(description, endpoint, time.time, expiry)
 
 
 def test_swap_reaches_new_connections_only(pki: dict[str, Any], live: Path) -> None:
-    context, tls = listener(live)
+    expiries: list[float] = []
+    context, tls = listener(live, expiry=expiries.append)
+    tls.log_served()
+    assert expiries == [not_after(context)]
     serial_a = int(pki["certs"]["a"][2].serial_number)
     assert served_serial(context) == serial_a
     open_before = context.serverConnectionForTLS(None)
@@ -130,6 +142,7 @@ def test_swap_reaches_new_connections_only(pki: dict[str, Any], live: Path) -> N
     with Captured() as log:
         swap()
     assert served_serial(context) == serial_b
+    assert expiries[1:] == [not_after(context)]  # the metric follows the served certificate
     certificate = open_before.get_certificate()
     assert certificate is not None and certificate.get_serial_number() == serial_a
     assert f"serial {serial_b:x}" in log.text() and "EXPIRED" not in log.text()

@@ -8,12 +8,14 @@ import os
 import socket
 import ssl
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import requests
 from botocore.exceptions import ClientError, SSLError as BotoSSLError
+from OpenSSL import crypto
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import harness
@@ -137,13 +139,17 @@ def tls_request(port: int, ctx: ssl.SSLContext) -> tuple[bytes, str | None]:
         return b"", cipher
 
 
-def handshake_failures(management: str) -> float:
+def sample(management: str, name: str) -> float:
     text = requests.get(f"{management}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "s3relay_tls_handshake_failures_total":
-                return float(sample.value)
-    raise AssertionError("no s3relay_tls_handshake_failures_total")
+        for found in family.samples:
+            if found.name == name:
+                return float(found.value)
+    raise AssertionError(f"no {name}")
+
+
+def handshake_failures(management: str) -> float:
+    return sample(management, "s3relay_tls_handshake_failures_total")
 
 
 def wait_for_failures(management: str, at_least: float) -> float:
@@ -250,6 +256,16 @@ def test_mtls_required_refuses_no_certificate(mtls: tuple[harness.Relay, str],
     before = handshake_failures(management)
     assert tls_request(relay.port, context(tls_files[0]))[0] == b""
     assert wait_for_failures(management, before + 1) == before + 1
+
+
+def test_certificate_expiry_metric(mtls: tuple[harness.Relay, str],
+                                   tls_files: tuple[Path, Path]) -> None:
+    served = crypto.load_certificate(crypto.FILETYPE_PEM, tls_files[0].read_bytes())
+    stamp = served.get_notAfter()
+    assert stamp is not None
+    not_after = datetime.strptime(stamp.decode("ascii"), "%Y%m%d%H%M%SZ")
+    expected = not_after.replace(tzinfo=timezone.utc).timestamp()
+    assert sample(mtls[1], "s3relay_tls_certificate_expiry_timestamp_seconds") == expected
 
 
 def test_mtls_refuses_certificate_of_another_ca(

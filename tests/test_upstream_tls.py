@@ -11,6 +11,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from botocore.exceptions import ClientError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web.client import URI
+from twisted.web.error import SchemeNotSupported
+
+from s3relay.upstream import UpstreamEndpoints
+from s3relay.upstream_tls import UpstreamTLS
 
 from tests import harness
 from tests.conftest import CLIENT_KEY, OTHER_KEY, boto_client
@@ -88,3 +94,16 @@ def test_wrong_hostname_refused(workdir: Path, tls_relay: harness.Relay,
         assert "DNSMismatch" in relay.output()
     finally:
         harness.stop(relay.process)
+
+
+def test_endpoints_built_once_per_origin() -> None:
+    """A TLS context per request would cost ~60 us; the endpoint is kept per origin."""
+    endpoints = UpstreamEndpoints(MemoryReactorClock(), UpstreamTLS(), 5.0)
+    first = endpoints.endpointForURI(URI.fromBytes(b"https://s3.example:443/bucket/a"))
+    again = endpoints.endpointForURI(URI.fromBytes(b"https://s3.example:443/bucket/b?x=1"))
+    other = endpoints.endpointForURI(URI.fromBytes(b"https://bucket.s3.example/"))
+    plain = endpoints.endpointForURI(URI.fromBytes(b"http://s3.example:443/"))
+    assert first is again
+    assert len({id(first), id(other), id(plain)}) == 3
+    with pytest.raises(SchemeNotSupported):
+        endpoints.endpointForURI(URI.fromBytes(b"ftp://s3.example/"))

@@ -363,6 +363,8 @@ def test_totals_add_up_workers_and_keep_the_dead() -> None:
             metrics.request_finished("GetObject", "GET", 200, 0.01, 0, 10)
     one.credentials_expiry("main", 2000.0)
     two.credentials_expiry("main", 1000.0)
+    one.certificate_expiry(3000.0)
+    two.certificate_expiry(4000.0)
     one.request_started()  # in flight in worker one
     totals = Totals()
     totals.add(parse(one.render()))
@@ -372,6 +374,8 @@ def test_totals_add_up_workers_and_keep_the_dead() -> None:
     assert summed[("s3relay_sent_bytes", "s3relay_sent_bytes_total")].value == 70
     expiry = "s3relay_credentials_expiry_timestamp_seconds"
     assert summed[(expiry, expiry)].value == 1000.0  # the earliest
+    certificate = "s3relay_tls_certificate_expiry_timestamp_seconds"
+    assert summed[(certificate, certificate)].value == 3000.0
     assert summed[("s3relay_build_info", "s3relay_build_info")].value == 1.0
     inflight = "s3relay_requests_in_flight"
     assert summed[(inflight, inflight)].value == 1.0
