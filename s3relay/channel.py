@@ -36,7 +36,6 @@ from .limits import (
     url_too_long,
 )
 from .metrics import RelayMetrics
-from .upstream import tune
 
 log = Logger(namespace="s3relay")
 
@@ -255,7 +254,6 @@ class RelayChannel(http.HTTPChannel):
         self.totalHeadersSize = limits.max_url_length + limits.max_header_size + 1024
         self.maxHeaders = limits.max_headers + 10
         super().connectionMade()
-        tune(self.transport)
         self._touch()
         self._armIdle()
         if self.metrics is not None:

@@ -4,7 +4,7 @@ last response byte, and every way that can end early."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -27,7 +27,7 @@ from .keylog import plain_key
 from .management import UpstreamHealth
 from .metrics import RelayMetrics
 from .retry import may_retry
-from .upstream import ResponseRelay
+from .upstream import BufferBudget, ResponseRelay
 
 log = Logger(namespace="s3relay")
 
@@ -58,6 +58,8 @@ class Monitor:
     metrics: RelayMetrics
     health: UpstreamHealth
     clock: IReactorTime
+    #: Shared with the upstream Agent (``make_agent``).
+    buffers: BufferBudget = field(default_factory=BufferBudget)
 
 
 def failure_kind(failure: Failure) -> str:
@@ -124,6 +126,8 @@ class Exchange:
         self._monitor = monitor
         self._started = self._upstream_started = monitor.clock.seconds()
         monitor.metrics.request_started()
+        monitor.buffers.active += 1
+        monitor.buffers.tune(request.channel.transport)
         request.notifyFinish().addBoth(self._ended)
         self._body: StreamingBody | None = None
         self._pending: Deferred[IResponse] | None = None
@@ -292,6 +296,7 @@ class Exchange:
         self.refuse(error)
 
     def _ended(self, _: object) -> None:
+        self._monitor.buffers.active -= 1
         if self.on_end is not None:
             self.on_end()
         request = self.request

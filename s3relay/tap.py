@@ -78,7 +78,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     service = MultiService()
     connect_timeout = config.server.limits.connect_timeout
-    agent = make_agent(reactor, config.upstream, connect_timeout)
+    agent = make_agent(reactor, config.upstream, connect_timeout, monitor.buffers)
     credentials = CredentialProviders(
         config,
         SourceWorld(
@@ -120,7 +120,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         config,
         site,
         agent,
-        lambda upstream: make_agent(reactor, upstream, connect_timeout),
+        lambda upstream: make_agent(reactor, upstream, connect_timeout, monitor.buffers),
         reactor,
         notify,
         credentials,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -34,22 +35,52 @@ CONNECT_TIMEOUT = 10
 MAX_ORIGINS = 256
 
 
-#: Bytes a socket reads at once and buffers before pausing its producer.
-#: Twisted's 64 KiB default makes a large transfer pause and resume a socket
-#: for every read; this quarters the syscalls and the Python work per byte.
+#: Bytes a socket reads at once and buffers before pausing its producer
+#: (Twisted's ``bufferSize``), for one transfer alone.  Twisted's 64 KiB
+#: default makes a large transfer pause and resume a socket for every read;
+#: this quarters the syscalls and the Python work per byte.
 TRANSPORT_BUFFER = 512 * 1024
+#: What requests under way share; past 2 at once each gets less, down to 64 KiB.
+BUFFER_BUDGET = 1024 * 1024
+SMALLEST_BUFFER = 64 * 1024
 
 
-def tune(transport: Any) -> None:
-    """Give a TCP transport the relay's read and write buffer size."""
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = TRANSPORT_BUFFER
+class BufferBudget:
+    """Socket buffer sizes that shrink as more requests run at once.
+
+    A transfer holds up to about two buffers (a read and a write backlog):
+    512 KiB each for 32 parallel transfers added 30 MiB to a ~56 MiB process
+    (boto3, 8 threads x 4 multipart transfers: peak RSS 88-99 MiB; with the
+    budget 65-69 MiB).  A request gets its size when it starts (client side)
+    and when it is sent upstream, so the sum stays a small multiple of
+    ``BUFFER_BUDGET`` whatever the concurrency, while one or two transfers
+    keep the full size (bench/README.md).
+    """
+
+    def __init__(self, budget: int = BUFFER_BUDGET) -> None:
+        self._budget = budget
+        #: Requests under way (``Exchange``).
+        self.active = 0
+
+    def size(self) -> int:
+        share = self._budget // max(self.active, 1)
+        return max(SMALLEST_BUFFER, min(TRANSPORT_BUFFER, share))
+
+    def tune(self, transport: Any) -> None:
+        """Give a TCP transport (not a TLS wrapper) the current size."""
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = self.size()
 
 
 class _TunedClientProtocol(HTTP11ClientProtocol):
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        tune(self.transport)
+    def __init__(self, quiescentCallback: Any, buffers: BufferBudget) -> None:
+        super().__init__(quiescentCallback)
+        self._buffers = buffers
+
+    def request(self, request: Any) -> Any:
+        # A pooled connection carries many requests: size it for this one.
+        self._buffers.tune(self.transport)
+        return super().request(request)
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -57,8 +88,12 @@ class _QuietFactory(_HTTP11ClientFactory):
 
     noisy = False
 
+    def __init__(self, quiescentCallback: Any, metadata: Any, buffers: BufferBudget) -> None:
+        super().__init__(quiescentCallback, metadata)
+        self._buffers = buffers
+
     def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
-        return _TunedClientProtocol(self._quiescentCallback)
+        return _TunedClientProtocol(self._quiescentCallback, self._buffers)
 
 
 @implementer(IAgentEndpointFactory)
@@ -92,12 +127,18 @@ class UpstreamEndpoints:
 
 
 def make_agent(
-    reactor: IReactorTime, upstream: UpstreamConfig, connect_timeout: float = CONNECT_TIMEOUT
+    reactor: IReactorTime,
+    upstream: UpstreamConfig,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    buffers: BufferBudget | None = None,
 ) -> IAgent:
     """An Agent with a keep-alive pool sized for ``upstream``; connecting
-    gives up after ``connect_timeout`` seconds ([server] connect_timeout)."""
+    gives up after ``connect_timeout`` seconds ([server] connect_timeout);
+    upstream sockets take their buffer size from ``buffers``."""
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool._factory = _QuietFactory
+    pool._factory = partial(  # type: ignore[assignment]  # called like the class
+        _QuietFactory, buffers=buffers or BufferBudget()
+    )
     pool.maxPersistentPerHost = upstream.max_connections
     pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
     # The Exchange retries a request whose connection died unanswered (retry.py),
