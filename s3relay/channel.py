@@ -16,7 +16,7 @@ import re
 import secrets
 from typing import Any, Callable, Protocol, cast
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,6 +51,11 @@ class BodyReceiver(Protocol):
 #: A response that ends while at most this many body bytes are still to come
 #: waits for them (and keeps the connection); otherwise the connection closes.
 DRAIN_LIMIT = 1024 * 1024
+#: After an answer that ends the connection while request bytes may still be
+#: coming, how long they are read and dropped: a close with unread bytes is a
+#: reset, which can destroy the answer before the client reads it (a client
+#: still sending a refused body sees a broken pipe).  RFC 9112 §9.6.
+LINGER_SECONDS = 5.0
 
 
 class RelayRequest(server.Request):
@@ -240,6 +245,9 @@ class RelayChannel(http.HTTPChannel):
     _headCall: IDelayedCall | None = None
     _firstByteCall: IDelayedCall | None = None
     _abortCall: IDelayedCall | None = None
+    _lingerCall: IDelayedCall | None = None
+    #: Closing now may leave request bytes unread (see ``LINGER_SECONDS``).
+    _unread = False
     _headLines = 0
     _headBytes = 0
 
@@ -261,10 +269,12 @@ class RelayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._phase = CLOSED
-        for call in (self._idleCall, self._headCall, self._firstByteCall, self._abortCall):
+        for call in (self._idleCall, self._headCall, self._firstByteCall, self._abortCall,
+                     self._lingerCall):
             if call is not None and call.active():
                 call.cancel()
         self._idleCall = self._headCall = self._firstByteCall = self._abortCall = None
+        self._lingerCall = None
         super().connectionLost(reason)
         if self.metrics is not None:
             self.metrics.connection_closed()
@@ -399,6 +409,7 @@ class RelayChannel(http.HTTPChannel):
         # resume never comes once the body is complete): left set, the flag
         # would stop reading the next request when this response's writes drain.
         self._bodyPaused = False
+        self._unread = not request.bodyDone
         if self._phase != CLOSED:
             self._phase = IDLE
         self._touch()
@@ -464,6 +475,7 @@ class RelayChannel(http.HTTPChannel):
         """Close after the pending writes; abort if the peer does not let them drain."""
         if self._phase == CLOSED:
             return
+        self._unread = self._unread or self._phase != IDLE
         self._phase = CLOSED
         self.persistent = False
         for call in (self._idleCall, self._headCall, self._firstByteCall):
@@ -475,6 +487,26 @@ class RelayChannel(http.HTTPChannel):
             self.loseConnection()
         if self.abortTimeout is not None and self._abortCall is None:
             self._abortCall = self.callLater(self.abortTimeout, self.transport.abortConnection)
+
+    def loseConnection(self) -> None:
+        """Close once the pending writes are out; first linger if the client
+        may still be sending (plain TCP: a TLS half-close is an unexpected EOF
+        to clients, so TLS closes at once)."""
+        transport = self.transport
+        if (not self._unread or ISSLTransport.providedBy(transport)
+                or not hasattr(transport, "loseWriteConnection") or transport.disconnecting):
+            super().loseConnection()
+            return
+        self._unread = False
+        transport.unregisterProducer()
+        # Parse nothing more (LineReceiver stops at ``paused``, as it would at
+        # ``disconnecting``); what is read from now on is dropped.
+        self.paused = True
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        transport.loseWriteConnection()  # FIN once the answer is out; reading goes on
+        self.transport.resumeProducing()
+        # The client closing its side ends it sooner (connectionLost).
+        self._lingerCall = self.callLater(LINGER_SECONDS, self.transport.loseConnection)
 
     # Timers.
 

@@ -115,6 +115,7 @@ class RelayResource(Resource):
         exchange.resource = target.resource
         exchange.bucket, exchange.key = target.bucket, target.key
         now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+        pairs = sigv4.query_pairs(raw_query)
         if config.anonymous is not None and anonymous.is_unsigned(headers, raw_query):
             verified = anonymous.verified(headers)
             client: ClientKey | None = config.anonymous
@@ -128,13 +129,13 @@ class RelayResource(Resource):
                 self._secret_for,
                 config.server.regions,
                 self._keys,
+                pairs,
             )
             client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
         exchange.client = client.name
         self._gate.check_client(client.name, client.admission, origin)
         check_binding(client.name, client.certificate_subject, request.channel.transport)
-        pairs = sigv4.query_pairs(raw_query)
         query_names = {name for name, _ in pairs}
         operation = classify(method, target, query_names, headers)
         exchange.operation = operation.name

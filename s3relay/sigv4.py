@@ -455,13 +455,16 @@ def _check_signature(auth: ParsedAuth, key: bytes, method: str, raw_path: bytes,
 
 def verify(method: str, raw_path: bytes, raw_query: bytes, headers: Mapping[str, Sequence[str]],
            now: datetime.datetime, secret_for: Callable[[str], str | None],
-           regions: Collection[str], cache: SigningKeyCache) -> Verified:
+           regions: Collection[str], cache: SigningKeyCache,
+           decoded_query: Sequence[tuple[bytes, bytes]] | None = None) -> Verified:
     """Check a request's SigV4 signature (header or presigned); raise S3Error if bad.
 
     ``raw_path`` and ``raw_query`` are the request target as received (no
-    ``?``); ``headers`` maps lowercase names to their raw values.
+    ``?``); ``headers`` maps lowercase names to their raw values;
+    ``decoded_query`` is ``query_pairs(raw_query)`` when the caller has it.
     """
-    pairs = query_pairs(raw_query)  # decoded once, for the auth and the canonical query
+    # Decoded once, for the auth and the canonical query.
+    pairs = query_pairs(raw_query) if decoded_query is None else decoded_query
     auth = _request_auth(headers, pairs)
     when = _request_time(auth)
     _check_scope(auth, regions)

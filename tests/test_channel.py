@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from s3relay.channel import DRAIN_LIMIT, RelayChannel, RelayRequest
+from s3relay.channel import DRAIN_LIMIT, LINGER_SECONDS, RelayChannel, RelayRequest
 
 
 class Recorder:
@@ -218,7 +218,7 @@ IDLE = 3.0
 
 
 def connect_limited(
-    resource: Resource, limits: Limits = LIMITS
+    resource: Resource, limits: Limits = LIMITS, transport: StringTransport | None = None
 ) -> tuple[RelayChannel, StringTransport, MemoryReactorClock]:
     clock = MemoryReactorClock()
     site = Site(resource, reactor=clock)
@@ -227,9 +227,54 @@ def connect_limited(
     site.timeOut = IDLE
     channel = site.buildProtocol(None)
     channel.limits = limits
-    transport = StringTransport()
+    transport = transport or StringTransport()
     channel.makeConnection(transport)
     return channel, transport, clock
+
+
+class HalfClosingTransport(StringTransport):
+    """Like a TCP connection, it can close its writing side alone."""
+
+    writeLost = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeLost = True
+
+
+def test_close_with_the_body_still_coming_lingers_reading() -> None:
+    """Closing with request bytes unread would reset the connection, and the
+    client still sending them could lose the answer (a broken pipe)."""
+    probe = Probe()
+    probe.accept = False
+    channel, transport, clock = connect_limited(probe, transport=HalfClosingTransport())
+    length = DRAIN_LIMIT + 10
+    channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % length)
+    request = probe.requests[0]
+    request.setResponseCode(403)
+    request.setHeader(b"content-length", b"0")
+    request.finish()
+    assert transport.value().startswith(b"HTTP/1.1 403")
+    assert isinstance(transport, HalfClosingTransport) and transport.writeLost
+    assert not transport.disconnecting and transport.producerState == "producing"
+    channel.dataReceived(b"x" * length)  # read and dropped
+    assert len(probe.requests) == 1
+    clock.advance(LINGER_SECONDS)
+    assert transport.disconnecting
+
+
+def test_refused_head_lingers_and_parses_nothing_after_it() -> None:
+    channel, transport, _ = connect_limited(Probe(), transport=HalfClosingTransport())
+    channel.dataReceived(b"garbage\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert transport.value().count(b"HTTP/1.1") == 1
+    assert isinstance(transport, HalfClosingTransport) and transport.writeLost
+
+
+def test_idle_close_does_not_linger() -> None:
+    channel, transport, clock = connect_limited(Probe(), transport=HalfClosingTransport())
+    clock.advance(IDLE)
+    assert transport.disconnecting
+    assert isinstance(transport, HalfClosingTransport) and not transport.writeLost
 
 
 def s3_code(transport: StringTransport) -> str:
