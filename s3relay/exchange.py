@@ -22,7 +22,8 @@ from .bodyplan import BodyFilter, BodyPlan
 from .channel import RelayRequest
 from .errors import S3Error
 from .filtered import FilteredRelay, ResponseRefused, Rewrite
-from .forward import HOP_BY_HOP, UpstreamRequest, wire_name
+from .forward import UpstreamRequest, wire_name
+from .hopbyhop import HOP_BY_HOP
 from .keylog import plain_key
 from .management import UpstreamHealth
 from .metrics import RelayMetrics

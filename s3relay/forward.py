@@ -17,20 +17,8 @@ from . import sigv4
 from .addressing import Target, upstream_location
 from .bodyplan import BodyPlan
 from .config import CredentialSet, UpstreamConfig
+from .hopbyhop import HOP_BY_HOP
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 #: Request headers the relay sets itself (or drops) for the upstream request.
 _RELAY_OWNED = frozenset(

@@ -20,12 +20,12 @@ from typing import Callable, NoReturn
 from xml.parsers import expat
 
 from .errors import S3Error
+from .s3xml import S3_NS, hardened_parser
 
 #: Bytes of a ListBuckets answer the relay holds to filter it (10,000 buckets
 #: take about 1.5 MB).
 MAX_LIST_BUCKETS_BYTES = 4 * 1024 * 1024
 
-_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 class _Refused(Exception):
@@ -54,7 +54,7 @@ def filter_buckets(document: bytes, allowed: Callable[[str], bool]) -> bytes:
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         namespace, _, local = tag.rpartition("}")
-        if namespace not in ("", _S3_NS):
+        if namespace not in ("", S3_NS):
             raise _Refused(f"element in namespace {namespace[:64]!r}")
         if not stack:
             if local != "ListAllMyBucketsResult" or seen_root:
@@ -79,11 +79,7 @@ def filter_buckets(document: bytes, allowed: Callable[[str], bool]) -> bytes:
         if stack[1:] == ["Buckets", "Bucket", "Name"]:
             name.append(data)
 
-    parser = expat.ParserCreate("UTF-8", namespace_separator="}")  # byte offsets need one encoding
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
+    parser = hardened_parser(refuse, "UTF-8")  # byte offsets need one encoding
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars

@@ -25,6 +25,7 @@ from xml.parsers import expat
 from .addressing import Target
 from .errors import S3Error
 from .policy import ACCESS_CLASSES
+from .s3xml import S3_NS, hardened_parser
 
 READ, LIST, WRITE, DELETE, MULTIPART, ADMIN = ACCESS_CLASSES
 
@@ -309,7 +310,6 @@ def parse_copy_source(value: str) -> tuple[str, bytes]:
     return bucket, unquote_to_bytes(key)
 
 
-_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _OBJECT_FIELDS = frozenset({"Key", "VersionId", "ETag", "LastModifiedTime", "Size"})
 
 
@@ -346,7 +346,7 @@ def delete_objects_keys(xml_body: bytes, max_keys: int = 1000) -> list[bytes]:
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         namespace, _, name = tag.rpartition("}")
-        if namespace not in ("", _S3_NS):
+        if namespace not in ("", S3_NS):
             raise _Malformed(f"element in namespace {namespace[:64]!r}")
         path = "/".join(stack + [name])
         if path == "Delete/Object":
@@ -381,11 +381,7 @@ def delete_objects_keys(xml_body: bytes, max_keys: int = 1000) -> list[bytes]:
         elif data.strip():
             raise _Malformed("text outside a value element")
 
-    parser = expat.ParserCreate(namespace_separator="}")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
+    parser = hardened_parser(refuse)
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars

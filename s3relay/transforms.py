@@ -33,6 +33,7 @@ from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Mapping
 
+from .hopbyhop import HOP_BY_HOP
 from .ini import ConfigError, Section
 
 #: S3's storage classes (botocore's StorageClass enum).
@@ -83,17 +84,8 @@ HEADER_OPERATIONS = frozenset(
 #: Headers an operator may not add: hop-by-hop ones, the ones that frame or
 #: authenticate the request (the relay sets them), and the storage class
 #: (force_storage_class says that).
-_REFUSED = frozenset(
+_REFUSED = HOP_BY_HOP | frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
         "host",
         "authorization",
         "expect",

@@ -13,6 +13,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
+def write_pair(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path
+) -> tuple[Path, Path]:
+    """Write ``cert`` and ``key`` (unencrypted PKCS8) as PEM files; return the paths."""
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 def make_certificate(directory: Path, ip: str) -> tuple[Path, Path]:
     """Write cert.pem and key.pem for ``ip``; return their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -32,16 +47,7 @@ def make_certificate(directory: Path, ip: str) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_pair(cert, key, directory / "cert.pem", directory / "key.pem")
 
 
 @dataclass(frozen=True)
@@ -101,16 +107,7 @@ def make_client_certificate(
         )
         .sign(ca.key, hashes.SHA256())
     )
-    cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_pair(cert, key, directory / f"{name}-cert.pem", directory / f"{name}-key.pem")
 
 
 def make_server_certificate(
@@ -143,13 +140,5 @@ def make_server_certificate(
         )
         .sign(ca.key, hashes.SHA256())
     )
-    cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, cert
+    paths = write_pair(cert, key, directory / f"{name}-cert.pem", directory / f"{name}-key.pem")
+    return *paths, cert

@@ -10,9 +10,11 @@ import boto3
 import botocore
 import pytest
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from tests import harness
 from tests.certs import make_certificate
+from tests.tcptap import TcpTap
 
 CLIENT_KEY = ("AKIDRELAYCLIENT00001", "client-secret-0001/abcdefghijklmnopqrstu")
 OTHER_KEY = ("AKIDRELAYCLIENT00002", "client-secret-0002/abcdefghijklmnopqrstu")
@@ -92,6 +94,23 @@ def relay(
     process = harness.start_relay(workdir, text, port)
     yield process
     harness.stop(process.process)
+
+
+@pytest.fixture(scope="module")
+def tap(s3: harness.S3Server) -> Iterator[TcpTap]:
+    """A TCP tap in front of the S3 server, counting what reaches it (one per module)."""
+    tap = TcpTap(s3.port)
+    yield tap
+    tap.close()
+
+
+def works(url: str, key: tuple[str, str]) -> bool:
+    """Whether a relay at ``url`` answers ``key``'s ListBuckets."""
+    try:
+        boto_client(url, key).list_buckets()
+        return True
+    except ClientError:
+        return False
 
 
 @pytest.fixture(scope="session")

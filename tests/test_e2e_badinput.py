@@ -24,13 +24,6 @@ from tests.tcptap import TcpTap
 
 
 @pytest.fixture(scope="module")
-def tap(s3: harness.S3Server) -> Iterator[TcpTap]:
-    tap = TcpTap(s3.port)
-    yield tap
-    tap.close()
-
-
-@pytest.fixture(scope="module")
 def tapped(
     workdir: Path, s3: harness.S3Server, self_key: tuple[str, str], tap: TcpTap
 ) -> Iterator[harness.Relay]:

@@ -241,16 +241,9 @@ def test_no_retry_once_body_bytes_went_upstream(
 
 
 @pytest.fixture(scope="module")
-def leak_tap(s3: harness.S3Server) -> Iterator[TcpTap]:
-    tap = TcpTap(s3.port)
-    yield tap
-    tap.close()
-
-
-@pytest.fixture(scope="module")
 def watched(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
-            leak_tap: TcpTap) -> Iterator[harness.Relay]:
-    relay = start(workdir, s3, self_key, f"http://127.0.0.1:{leak_tap.port}")
+            tap: TcpTap) -> Iterator[harness.Relay]:
+    relay = start(workdir, s3, self_key, f"http://127.0.0.1:{tap.port}")
     yield relay
     harness.stop(relay.process)
 
@@ -286,7 +279,7 @@ ABORTS = 4
 
 
 def test_aborts_and_resets_leak_no_descriptors_or_connections(
-    watched: harness.Relay, leak_tap: TcpTap, upstream: Any, bucket: str,
+    watched: harness.Relay, tap: TcpTap, upstream: Any, bucket: str,
     object_keys: Callable[[str], list[str]],
 ) -> None:
     upstream.put_object(Bucket=bucket, Key="big", Body=os.urandom(16 * MiB))
@@ -316,14 +309,14 @@ def test_aborts_and_resets_leak_no_descriptors_or_connections(
                           stream=True, timeout=30) as response:
             assert response.status_code == 200
             next(response.iter_content(MiB))
-    leak_tap.cut_down_after = 200_000
+    tap.cut_down_after = 200_000
     try:
         for _ in range(ABORTS):  # the upstream resets mid-response
             with pytest.raises(requests.exceptions.RequestException):
                 requests.get(url, headers=sign("GET", url, {}, sigv4.EMPTY_SHA256, CLIENT_KEY),
                              timeout=30).content
     finally:
-        leak_tap.cut_down_after = None
+        tap.cut_down_after = None
 
     # Still serving, and everything let go.
     for _ in range(3):

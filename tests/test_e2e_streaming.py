@@ -25,13 +25,6 @@ from tests.tcptap import TcpTap
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def tap(s3: harness.S3Server) -> Iterator[TcpTap]:
-    tap = TcpTap(s3.port)
-    yield tap
-    tap.close()
-
-
 def start(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
           upstream_url: str = "") -> harness.Relay:
     port = harness.free_port()

@@ -31,13 +31,6 @@ def client_section(name: str, key: tuple[str, str], extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tap(s3: harness.S3Server) -> Iterator[TcpTap]:
-    tap = TcpTap(s3.port)
-    yield tap
-    tap.close()
-
-
-@pytest.fixture(scope="module")
 def relay(
     workdir: Path, s3: harness.S3Server, self_key: tuple[str, str], tap: TcpTap
 ) -> Iterator[harness.Relay]:

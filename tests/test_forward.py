@@ -24,8 +24,8 @@ from s3relay import sigv4
 from s3relay.addressing import Target
 from s3relay.bodyplan import BodyPlan, plan_body
 from s3relay.config import CredentialSet, UpstreamConfig
+from s3relay.hopbyhop import HOP_BY_HOP
 from s3relay.forward import (
-    HOP_BY_HOP,
     PRESIGN_PARAMS,
     UpstreamRequest,
     build_upstream_request,

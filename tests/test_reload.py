@@ -8,23 +8,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
 
 from s3relay import sigv4
 from tests import harness
-from tests.conftest import CLIENT_KEY, boto_client, relay_config
+from tests.conftest import CLIENT_KEY, relay_config, works
 from tests.rawclient import sign
 
 NEW_KEY = ("AKIDRELAYRELOADED001", "reloaded-secret")
 
-
-
-def works(url: str, key: tuple[str, str]) -> bool:
-    try:
-        boto_client(url, key).list_buckets()
-        return True
-    except ClientError:
-        return False
 
 
 def test_sighup_swaps_config_and_keeps_in_flight_requests(

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import succeed
 from twisted.internet.error import ProcessTerminated
@@ -48,7 +47,7 @@ from s3relay.workers import (
     worker_command,
 )
 from tests import harness
-from tests.conftest import CLIENT_KEY, boto_client, relay_config
+from tests.conftest import CLIENT_KEY, boto_client, relay_config, works
 from tests.rawclient import sign
 
 NEW_KEY = ("AKIDRELAYWORKERS0001", "workers-secret-0001")
@@ -218,14 +217,6 @@ def test_metrics_count_every_workers_requests(supervised: Supervised, bucket: st
     text = supervised.get("/metrics")[1].decode()
     assert text.count("# TYPE s3relay_requests_total counter") == 1
     assert "_created" not in text
-
-
-def works(url: str, key: tuple[str, str]) -> bool:
-    try:
-        boto_client(url, key).list_buckets()
-        return True
-    except ClientError:
-        return False
 
 
 def test_sighup_reaches_every_worker(supervised: Supervised) -> None:
