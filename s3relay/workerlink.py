@@ -94,10 +94,29 @@ class _AdoptingReactor:
                   interface: str = "") -> IListeningPort:
         adopted: IListeningPort = self._reactor.adoptStreamPort(self._fd, self._family, factory)
         os.close(self._fd)  # adoptStreamPort duplicated it
+        _accept_one_per_wakeup(adopted)
         return adopted
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
+
+
+def _accept_one_per_wakeup(port: Any) -> None:
+    """Make ``port`` accept one connection each time the reactor finds it readable.
+
+    Twisted's port accepts up to ``numberAccepts`` (100 at first) queued
+    connections per wake-up.  Every worker wakes for the shared socket, and
+    the first took a whole burst -- a client pool opening 16 keep-alive
+    connections kept one worker busy and the other idle.  One at a time,
+    the workers take turns, and a busy one, slower back to its poll, takes fewer.
+    """
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
 
 
 def worker_endpoint(
