@@ -386,6 +386,23 @@ credentials = up
     return process, port, logfile
 
 
+def start_floor(work: Path, mode: str, where: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``floor.py`` in ``mode`` (answer: ``where`` is the root; proxy: the upstream URL)."""
+    port = free_port()
+    logfile = work / f"floor-{mode}.log"
+    process = subprocess.Popen(
+        [sys.executable, str(BENCH / "floor.py"), mode, str(port), where],
+        stdout=logfile.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=work, start_new_session=True,
+    )
+    try:
+        wait_for_port(port, process, logfile, f"floor {mode}")
+    except BenchError:
+        stop_process(process)
+        raise
+    return process, port
+
+
 def presigner(relay_port: int) -> Callable[[str, str], str]:
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
@@ -712,6 +729,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
             procs.append(base)
             log(f"baseline relay from {args.baseline} on 127.0.0.1:{base_port} (pid {base.pid})")
         ports = {"direct": upstream_port, "nginx": proxy_port, "relay": relay_port}
+        floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        if not args.no_floor:
+            for name, mode, where in (("twisted", "answer", str(root)),
+                                      ("agent", "proxy", f"http://127.0.0.1:{upstream_port}")):
+                floors[name] = start_floor(work, mode, where)
+                procs.append(floors[name][0])
+                log(f"floor {name} ({mode}) on 127.0.0.1:{floors[name][1]} "
+                    f"(pid {floors[name][0].pid})")
         presign = presigner(relay_port)
         base_presign = presigner(base_port) if base is not None else presign
 
@@ -724,6 +749,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             monitors[relay_n_name] = Monitor(f"relay, workers = {args.workers}", relay_n.pid)
         if base is not None:
             monitors["relay-base"] = Monitor("baseline relay", base.pid)
+        for name, (process, _) in floors.items():
+            monitors[name] = Monitor(f"floor {name}", process.pid)
         for name, monitor in monitors.items():
             monitor.start()
             results.idle[name] = monitor.baseline_rss_kib / 1024
@@ -763,6 +790,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                                   f"{args.small_rounds} x {args.seconds}s per path (no wrk)")
         log(f"1 KiB GETs: {results.small_tool}")
         small_urls = {path: on_port(small_get, port) for path, port in ports.items()}
+        for name, (_, port) in floors.items():
+            small_urls[name] = on_port(small_get, port)
+            check_small(small_urls[name], small)
         if relay_n is not None:
             small_urls[relay_n_name] = presigner(relay_n_port)("GET", SMALL_KEY)
             check_small(small_urls[relay_n_name], small)
@@ -1005,6 +1035,14 @@ def report(
                   "workers: this is a floor, not the scaling a larger host would show)")
         else:
             print(f"worker scaling: {results.workers_note}")
+    if "agent" in results.small:
+        twisted, agent = small["twisted"], small["agent"]
+        print()
+        print(f"framework floor, 1 KiB GETs (bench/floor.py): twisted.web answering from the "
+              f"files {twisted:.0f} req/s = {twisted / small['nginx']:.3f}x nginx; twisted.web + "
+              f"a pooled Agent proxy, no auth, no log {agent:.0f} req/s = "
+              f"{agent / small['nginx']:.3f}x nginx; the relay does {small['relay'] / agent:.2f}x "
+              f"the floor proxy's req/s")
     if "relay-base" in results.small:
         print()
         for kind in results.rates:
@@ -1082,6 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="DIR",
                         help="also measure 1 KiB GETs through a relay run from the s3relay "
                              "source in DIR (before/after in one run)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the twisted.web floor servers (bench/floor.py)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python loop, not wrk")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the byte comparison of the object PUT through the relay")
