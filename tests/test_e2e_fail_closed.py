@@ -4,7 +4,9 @@ For each operation in botocore's S3 model a real botocore client sends the
 request as it would for a user -- unsigned, signed with a key the relay does
 not know, signed with a known key and the wrong secret, and correctly signed
 but changed on its way (the path, after signing); and presigned with the
-wrong secret, for every operation botocore presigns.  Each must come back as
+wrong secret, for every operation botocore presigns; and properly signed by
+a ``read_only`` key, for every operation whose name says it changes
+something.  Each must come back as
 the S3 error for what is wrong, and a TCP tap between the relay and the S3
 server must see not one byte of any of them.  The operations are the
 relay's whole surface as clients see it: a table row classified wrongly, a
@@ -41,6 +43,12 @@ WAYS = {
     "changed after signing": "SignatureDoesNotMatch",
 }
 
+#: A client with ``read_only = yes``, properly signing.
+READER = ("AKIDFAILCLOSEDREADER", "fail-closed-reader-secret/abcdefghijk")
+#: What the names say changes something (botocore's verbs), whatever the relay's table says.
+CHANGING = ("Put", "Delete", "Create", "Copy", "Upload", "Complete", "Abort", "Restore",
+            "Update", "Rename")
+
 #: Signed for another service (``s3express``): refused for the credential scope
 #: before the key is looked at, as S3 does.
 OTHER_SCOPE = {"ListDirectoryBuckets"}
@@ -52,7 +60,8 @@ def guarded(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
     port = harness.free_port()
     text = relay_config(
         s3, f"tcp:{port}:interface=127.0.0.1", self_key, f"http://127.0.0.1:{tap.port}"
-    )
+    ) + (f"\n[client:reader]\naccess_key_id = {READER[0]}\nsecret_access_key = {READER[1]}\n"
+         "credentials = main\nread_only = yes\n")
     relay = harness.start_relay(workdir, text, port)
     yield relay
     harness.stop(relay.process)
@@ -66,7 +75,7 @@ def _change_path(request: Any, **_: Any) -> None:
 
 
 def client_for(url: str, way: str) -> Any:
-    key = {"unknown key": ("AKIDNOBODYKNOWS00001", "whatever"),
+    key = {"unknown key": ("AKIDNOBODYKNOWS00001", "whatever"), "read-only": READER,
            "wrong secret": (CLIENT_KEY[0], "not-" + CLIENT_KEY[1])}.get(way, CLIENT_KEY)
     config = Config(
         signature_version=UNSIGNED if way == "anonymous" else "s3v4",
@@ -84,7 +93,7 @@ def client_for(url: str, way: str) -> Any:
 
 @pytest.fixture(scope="module")
 def clients(guarded: harness.Relay) -> dict[str, Any]:
-    return {way: client_for(guarded.url, way) for way in WAYS}
+    return {way: client_for(guarded.url, way) for way in (*WAYS, "read-only")}
 
 
 def params(operation: str) -> dict[str, Any]:
@@ -119,6 +128,20 @@ def test_refused_before_the_upstream(operation: str, way: str, clients: dict[str
         assert error["ResponseMetadata"]["RequestId"], error
     # Had it gone up, the tap counted it before the answer could come back.
     assert (tap.sent_up, tap.connections) == before, f"{operation} ({way}) reached the upstream"
+
+
+@pytest.mark.parametrize("operation", sorted(
+    name for name in set(MODEL.operation_names) - ELSEWHERE - OTHER_SCOPE
+    if name.startswith(CHANGING)))
+def test_read_only_key_changes_nothing(operation: str, clients: dict[str, Any],
+                                       tap: TcpTap) -> None:
+    """Properly signed by a ``read_only`` key: every operation named for a change is refused."""
+    before = tap.sent_up, tap.connections
+    error = call(clients["read-only"], operation).response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403, error
+    if MODEL.operation_model(operation).http["method"] != "HEAD":
+        assert error["Error"]["Code"] == "AccessDenied", error
+    assert (tap.sent_up, tap.connections) == before, f"{operation} reached the upstream"
 
 
 def _presignable(made: Any, name: str) -> bool:
