@@ -6,11 +6,11 @@ not know, signed with a known key and the wrong secret, and correctly signed
 but changed on its way (the path, after signing); and presigned with the
 wrong secret, for every operation botocore presigns; and properly signed by
 a ``read_only`` key, for every operation whose name says it changes
-something.  Each must come back as
-the S3 error for what is wrong, and a TCP tap between the relay and the S3
-server must see not one byte of any of them.  The operations are the
-relay's whole surface as clients see it: a table row classified wrongly, a
-check skipped for one method or subresource, shows up here.
+something.  Each must come back as the S3 error for what is wrong, and a
+TCP tap between the relay and the S3 server must see not one byte of any of
+them.  The operations are the relay's whole surface as clients see it: a
+table row classified wrongly, a check skipped for one method or
+subresource, shows up here.
 """
 
 from __future__ import annotations
