@@ -301,6 +301,48 @@ class Monitor:
 # the processes
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A self-signed certificate for 127.0.0.1 (``--tls``): the client side of both proxies."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TlsFiles:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .sign(key, hashes.SHA256()))
+        files = cls(directory / "tls-cert.pem", directory / "tls-key.pem")
+        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files.key.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        # curl, urllib and http.client then trust it; wrk verifies nothing.
+        os.environ["CURL_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(files.cert)
+        return files
+
+    def nginx_values(self) -> dict[str, str]:
+        return {"LISTEN_SSL": " ssl",
+                "SSL_FILES": f"ssl_certificate {self.cert};\n        "
+                             f"ssl_certificate_key {self.key};"}
+
+
 def start_nginx(
     nginx: str, tmp: Path, template: str, values: dict[str, str], what: str
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -333,16 +375,19 @@ def start_nginx(
 
 
 def start_relay(
-    work: Path, upstream_port: int, workers: int = 1, source: Path = REPO, name: str = "relay"
+    work: Path, upstream_port: int, workers: int = 1, source: Path = REPO, name: str = "relay",
+    tls: TlsFiles | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """A relay process in front of the upstream; ``source`` holds its code."""
     port = free_port()
     config = work / f"{name}.ini"
     workers_line = f"workers = {workers}\n" if workers != 1 else ""
+    listen = (f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"
+              if tls else f"tcp:{port}:interface=127.0.0.1")
     config.write_text(
         f"""\
 [server]
-listen = tcp:{port}:interface=127.0.0.1
+listen = {listen}
 region = us-east-1
 idle_timeout = 300
 {workers_line}
@@ -403,13 +448,13 @@ def start_floor(work: Path, mode: str, where: str) -> tuple[subprocess.Popen[byt
     return process, port
 
 
-def presigner(relay_port: int) -> Callable[[str, str], str]:
+def presigner(relay_port: int, scheme: str = "http") -> Callable[[str, str], str]:
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 
     client = boto3.client(
         "s3",
-        endpoint_url=f"http://127.0.0.1:{relay_port}",
+        endpoint_url=f"{scheme}://127.0.0.1:{relay_port}",
         region_name="us-east-1",
         aws_access_key_id=CLIENT_KEY[0],
         aws_secret_access_key=CLIENT_KEY[1],
@@ -427,7 +472,7 @@ def presigner(relay_port: int) -> Callable[[str, str], str]:
     return presign
 
 
-def on_port(url: str, port: int) -> str:
+def on_port(url: str, port: int, scheme: str = "http") -> str:
     """``url`` (path and query unchanged) sent to another port of 127.0.0.1.
 
     The relay's SigV4 signature covers the Host header it was made for, so a
@@ -435,7 +480,7 @@ def on_port(url: str, port: int) -> str:
     for another relay: each relay gets URLs presigned for its own port.
     """
     parts = urlsplit(url)
-    return f"http://127.0.0.1:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    return f"{scheme}://127.0.0.1:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 # --------------------------------------------------------------------------
@@ -548,7 +593,8 @@ def python_run(url: str, seconds: int) -> SmallRun:
 
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname or "127.0.0.1", parts.port, timeout=10)
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
     t0 = time.monotonic()
@@ -699,12 +745,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
             nginx_bin, work / "nginx", "nginx.conf.template", {"ROOT": str(root)}, "nginx")
         procs.append(upstream)
         log(f"upstream nginx on 127.0.0.1:{upstream_port} (pid {upstream.pid}), root {root}")
+        tls = TlsFiles.make(work) if args.tls else None
+        client = "https" if tls else "http"
         proxy, proxy_port = start_nginx(
             nginx_bin, work / "nginx-proxy", "nginx-proxy.conf.template",
-            {"UPSTREAM_PORT": str(upstream_port)}, "nginx proxy")
+            {"UPSTREAM_PORT": str(upstream_port),
+             **(tls.nginx_values() if tls else {"LISTEN_SSL": "", "SSL_FILES": ""})},
+            "nginx proxy")
         procs.append(proxy)
         log(f"nginx proxy on 127.0.0.1:{proxy_port} (pid {proxy.pid})")
-        relay, relay_port, relay_log = start_relay(work, upstream_port)
+        relay, relay_port, relay_log = start_relay(work, upstream_port, tls=tls)
         procs.append(relay)
         log(f"relay on 127.0.0.1:{relay_port} (pid {relay.pid}), log {relay_log}")
         relay_n: subprocess.Popen[bytes] | None = None
@@ -712,7 +762,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         if args.workers > 1:
             try:
                 relay_n, relay_n_port, _ = start_relay(work, upstream_port, args.workers,
-                                                       name=f"relay-{args.workers}w")
+                                                       name=f"relay-{args.workers}w", tls=tls)
                 procs.append(relay_n)
                 log(f"relay with workers = {args.workers} on 127.0.0.1:{relay_n_port} "
                     f"(pid {relay_n.pid})")
@@ -725,20 +775,21 @@ def run(args: argparse.Namespace, work: Path) -> int:
         base_port = 0
         if args.baseline:
             base, base_port, _ = start_relay(work, upstream_port, source=Path(args.baseline),
-                                             name="relay-base")
+                                             name="relay-base", tls=tls)
             procs.append(base)
             log(f"baseline relay from {args.baseline} on 127.0.0.1:{base_port} (pid {base.pid})")
         ports = {"direct": upstream_port, "nginx": proxy_port, "relay": relay_port}
         floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        if not args.no_floor:
+        if not args.no_floor and not tls:  # plain HTTP servers: no floor for TLS
             for name, mode, where in (("twisted", "answer", str(root)),
                                       ("agent", "proxy", f"http://127.0.0.1:{upstream_port}")):
                 floors[name] = start_floor(work, mode, where)
                 procs.append(floors[name][0])
                 log(f"floor {name} ({mode}) on 127.0.0.1:{floors[name][1]} "
                     f"(pid {floors[name][0].pid})")
-        presign = presigner(relay_port)
-        base_presign = presigner(base_port) if base is not None else presign
+        schemes = {"direct": "http", "nginx": client, "relay": client}
+        presign = presigner(relay_port, client)
+        base_presign = presigner(base_port, client) if base is not None else presign
 
         time.sleep(1.0)  # idle start
         monitors = {"direct": Monitor("upstream nginx", upstream.pid),
@@ -767,8 +818,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         small = secrets.token_bytes(SMALL_SIZE)
         small_get = presign("GET", SMALL_KEY)
         put_small(presign("PUT", SMALL_KEY), small)
-        for port in ports.values():
-            check_small(on_port(small_get, port), small)
+        for path, port in ports.items():
+            check_small(on_port(small_get, port, schemes[path]), small)
 
         if not args.skip_large:
             data = (Path(args.data_dir) if args.data_dir else work) / f"data-{args.size_mib}m.bin"
@@ -778,8 +829,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             large_ports = dict(ports)
             if base is not None:
                 large_ports["relay-base"] = base_port
-            large_rounds(args, results, monitors, large_ports, presign, base_presign, data, root,
-                         curl, timeout, alive)
+            large_rounds(args, results, monitors, large_ports, client, presign, base_presign,
+                         data, root, curl, timeout, alive)
 
         use_wrk = tools["wrk"] is not None and not args.no_wrk
         if use_wrk:
@@ -789,15 +840,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
             results.small_tool = (f"python http.client, 1 keep-alive connection, "
                                   f"{args.small_rounds} x {args.seconds}s per path (no wrk)")
         log(f"1 KiB GETs: {results.small_tool}")
-        small_urls = {path: on_port(small_get, port) for path, port in ports.items()}
+        small_urls = {path: on_port(small_get, port, schemes[path]) for path, port in ports.items()}
         for name, (_, port) in floors.items():
             small_urls[name] = on_port(small_get, port)
             check_small(small_urls[name], small)
         if relay_n is not None:
-            small_urls[relay_n_name] = presigner(relay_n_port)("GET", SMALL_KEY)
+            small_urls[relay_n_name] = presigner(relay_n_port, client)("GET", SMALL_KEY)
             check_small(small_urls[relay_n_name], small)
         if base is not None:
-            small_urls["relay-base"] = presigner(base_port)("GET", SMALL_KEY)
+            small_urls["relay-base"] = presigner(base_port, client)("GET", SMALL_KEY)
             check_small(small_urls["relay-base"], small)
 
         def small_gets(url: str, seconds: int) -> SmallRun:
@@ -845,6 +896,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 "small": {k: [vars(r) for r in v] for k, v in results.small.items()},
                 "small_tool": results.small_tool,
                 "workers": args.workers,
+                "tls": args.tls,
                 "workers_note": results.workers_note,
                 "idle_rss_mib": results.idle,
                 "peak_rss_mib": results.peaks,
@@ -865,6 +917,7 @@ def large_rounds(
     results: Results,
     monitors: dict[str, Monitor],
     ports: dict[str, int],
+    client: str,
     presign: Callable[[str, str], str],
     base_presign: Callable[[str, str], str],
     data: Path,
@@ -890,7 +943,8 @@ def large_rounds(
             for path in ports:
                 if method == "PUT":
                     stored.unlink(missing_ok=True)  # each PUT stores the object anew
-                url = on_port((base_urls if path == "relay-base" else urls)[method], ports[path])
+                url = on_port((base_urls if path == "relay-base" else urls)[method], ports[path],
+                              "http" if path == "direct" else client)
 
                 def transfer(url: str = url, method: str = method, streams: int = streams) -> float:
                     return curl_transfer(curl, method, url, data, size, timeout, streams)
@@ -1014,7 +1068,9 @@ def report(
     print(f"s3relay benchmark: {os.cpu_count()} cores, {size} objects, median of {args.repeat} "
           f"rounds (after a warm-up round); 1 KiB GETs: {results.small_tool}")
     print("direct = the upstream nginx itself (its CPU in the CPU rows); nginx = nginx "
-          "proxy_pass in front of it; relay = s3relay, one worker")
+          "proxy_pass in front of it; relay = s3relay, one worker"
+          + ("; clients talk TLS to nginx and the relay (ECDSA P-256), plain HTTP to direct"
+             if args.tls else ""))
     print(header)
     print("-" * len(header))
     print("\n".join(rows))
@@ -1120,6 +1176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="DIR",
                         help="also measure 1 KiB GETs through a relay run from the s3relay "
                              "source in DIR (before/after in one run)")
+    parser.add_argument("--tls", action="store_true",
+                        help="clients talk TLS to the nginx proxy and the relay (self-signed "
+                             "P-256 certificate; the upstream stays plain HTTP)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the twisted.web floor servers (bench/floor.py)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python loop, not wrk")
