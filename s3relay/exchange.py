@@ -127,8 +127,8 @@ class Exchange:
         self._monitor = monitor
         self._started = self._upstream_started = monitor.clock.seconds()
         monitor.metrics.request_started()
-        monitor.buffers.active += 1
-        monitor.buffers.tune(request.channel.transport)
+        self._transport = request.channel.transport
+        monitor.buffers.start(self._transport)
         request.notifyFinish().addBoth(self._ended)
         self._body: StreamingBody | None = None
         self._pending: Deferred[IResponse] | None = None
@@ -297,10 +297,10 @@ class Exchange:
         self.refuse(error)
 
     def _ended(self, _: object) -> None:
-        self._monitor.buffers.active -= 1
+        request = self.request
+        self._monitor.buffers.end(self._transport, request.bodyReceived + request.sentLength)
         if self.on_end is not None:
             self.on_end()
-        request = self.request
         method = request.method.decode("latin-1")
         status = request.code if request.startedWriting else 0
         duration = self._monitor.clock.seconds() - self._started

@@ -20,7 +20,7 @@ from .metrics import RelayMetrics
 from .reload import Reloader
 from .systemd import Listeners, StoppingNotifier, sd_notify
 from .resource import make_site
-from .upstream import make_agent
+from .upstream import BufferBudget, libc_malloc_trim, make_agent
 from .workerlink import WorkerLink, worker_endpoint
 from .workers import make_supervisor
 
@@ -70,7 +70,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             "INSECURE: [upstream] insecure = yes: the certificate of {url} is not checked",
             url=config.upstream.url,
         )
-    monitor = Monitor(metrics, UpstreamHealth(reactor.seconds), reactor)
+    monitor = Monitor(metrics, UpstreamHealth(reactor.seconds), reactor,
+                      BufferBudget(trim=libc_malloc_trim()))
     # Ready only once the reactor runs: before that, twistd has not installed
     # its SIGTERM handler yet, and a stop request would kill it outright.
     listeners = Listeners(

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import collections
+import ctypes
 from functools import partial
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IPushProducer, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
@@ -43,6 +45,16 @@ TRANSPORT_BUFFER = 512 * 1024
 #: What requests under way share; past 2 at once each gets less, down to 64 KiB.
 BUFFER_BUDGET = 1024 * 1024
 SMALLEST_BUFFER = 64 * 1024
+#: Body bytes moved, after which the heap is trimmed once nothing is under way.
+TRIM_AFTER = 8 * 1024 * 1024
+
+
+def libc_malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None under a C library without it (musl)."""
+    try:
+        return partial(ctypes.CDLL("libc.so.6").malloc_trim, 0)
+    except (OSError, AttributeError):
+        return None
 
 
 class BufferBudget:
@@ -51,36 +63,102 @@ class BufferBudget:
     A transfer holds up to about two buffers (a read and a write backlog):
     512 KiB each for 32 parallel transfers added 30 MiB to a ~56 MiB process
     (boto3, 8 threads x 4 multipart transfers: peak RSS 88-99 MiB; with the
-    budget 65-69 MiB).  A request gets its size when it starts (client side)
-    and when it is sent upstream, so the sum stays a small multiple of
-    ``BUFFER_BUDGET`` whatever the concurrency, while one or two transfers
-    keep the full size (bench/README.md).
+    budget 65-69 MiB).  The sockets of the requests under way (client side
+    from the start, upstream side while the request is out) are all resized
+    when their number changes: the sum stays a small multiple of
+    ``BUFFER_BUDGET`` whatever the concurrency and whatever the order the
+    transfers came in, while one or two transfers keep the full size
+    (bench/README.md).
+
+    Freed buffers stay in the C heap, so after large transfers the process
+    would keep ~5-8 MiB it no longer uses; ``trim`` (glibc's ``malloc_trim``)
+    hands them back once nothing is under way and ``TRIM_AFTER`` bytes moved.
     """
 
-    def __init__(self, budget: int = BUFFER_BUDGET) -> None:
+    def __init__(self, budget: int = BUFFER_BUDGET,
+                 trim: Callable[[], object] | None = None) -> None:
         self._budget = budget
+        self._trim = trim
+        self._moved = 0
         #: Requests under way (``Exchange``).
         self.active = 0
+        #: TCP transports of requests under way (a pipelining client's may count twice).
+        self._in_use: collections.Counter[Any] = collections.Counter()
+        self._size = self.size()
 
     def size(self) -> int:
         share = self._budget // max(self.active, 1)
         return max(SMALLEST_BUFFER, min(TRANSPORT_BUFFER, share))
 
-    def tune(self, transport: Any) -> None:
-        """Give a TCP transport (not a TLS wrapper) the current size."""
+    def start(self, transport: Any) -> None:
+        """A request starts on the client's ``transport``."""
+        self.active += 1
+        self._resize()
+        self.acquire(transport)
+
+    def end(self, transport: Any, moved: int) -> None:
+        """The request on ``transport`` ended after ``moved`` body bytes (both ways)."""
+        self.release(transport)
+        self.active -= 1
+        self._resize()
+        self._moved += moved
+        if self.active == 0 and self._moved >= TRIM_AFTER and self._trim is not None:
+            self._moved = 0
+            self._trim()
+
+    def acquire(self, transport: Any) -> None:
+        """``transport`` carries a request under way: the current size, and each change of it.
+
+        A TLS wrapper has no ``bufferSize`` (its TCP socket keeps Twisted's): left alone.
+        """
         if hasattr(transport, "bufferSize"):
-            transport.bufferSize = self.size()
+            transport.bufferSize = self._size
+            self._in_use[transport] += 1
+
+    def release(self, transport: Any) -> None:
+        count = self._in_use[transport]
+        if count > 1:
+            self._in_use[transport] = count - 1
+        else:
+            self._in_use.pop(transport, None)
+
+    def _resize(self) -> None:
+        # Only while fewer than BUFFER_BUDGET // SMALLEST_BUFFER (16) are under
+        # way does the size change, so this loop stays short.
+        size = self.size()
+        if size != self._size:
+            self._size = size
+            for transport in self._in_use:
+                transport.bufferSize = size
 
 
 class _TunedClientProtocol(HTTP11ClientProtocol):
+    """An upstream connection in the buffer budget while a request is out on it."""
+
     def __init__(self, quiescentCallback: Any, buffers: BufferBudget) -> None:
-        super().__init__(quiescentCallback)
+        super().__init__(self._quiescent)
+        self._back_to_pool = quiescentCallback
         self._buffers = buffers
+        self._out = False
 
     def request(self, request: Any) -> Any:
-        # A pooled connection carries many requests: size it for this one.
-        self._buffers.tune(self.transport)
+        if not self._out:  # one count per connection while a request is out on it
+            self._buffers.acquire(self.transport)
+            self._out = True
         return super().request(request)
+
+    def _quiescent(self, protocol: HTTP11ClientProtocol) -> None:
+        self._release()
+        self._back_to_pool(protocol)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._release()
+        super().connectionLost(reason)
+
+    def _release(self) -> None:
+        if self._out:
+            self._out = False
+            self._buffers.release(self.transport)
 
 
 class _QuietFactory(_HTTP11ClientFactory):
