@@ -239,6 +239,7 @@ class Exchange:
         self._monitor.metrics.upstream_error("body")
         if not self._client_gone:
             # A truncated body must never look complete.
+            self._error_reason = "upstream connection lost mid-response; client connection aborted"
             self.request.abortConnection()
 
     def _failed(self, failure: Failure) -> None:
@@ -296,8 +297,11 @@ class Exchange:
             pending.cancel()
         self.refuse(error)
 
-    def _ended(self, _: object) -> None:
+    def _ended(self, result: object) -> None:
         request = self.request
+        if isinstance(result, Failure) and self._error_reason is None:
+            # The access record says why the exchange ended short.
+            self._error_reason = "client connection lost before the response was complete"
         self._monitor.buffers.end(self._transport, request.bodyReceived + request.sentLength)
         if self.on_end is not None:
             self.on_end()

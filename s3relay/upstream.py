@@ -63,7 +63,7 @@ class BufferBudget:
     A transfer holds up to about two buffers (a read and a write backlog):
     512 KiB each for 32 parallel transfers added 30 MiB to a ~56 MiB process
     (boto3, 8 threads x 4 multipart transfers: peak RSS 88-99 MiB; with the
-    budget 65-69 MiB).  The sockets of the requests under way (client side
+    budget 63 MiB).  The sockets of the requests under way (client side
     from the start, upstream side while the request is out) are all resized
     when their number changes: the sum stays a small multiple of
     ``BUFFER_BUDGET`` whatever the concurrency and whatever the order the

@@ -10,6 +10,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Callable
 
 
 class TcpTap:
@@ -29,6 +30,11 @@ class TcpTap:
         self.connections = 0
         #: Reset every connection once this many response bytes went down it.
         self.cut_down_after: int | None = None
+        #: Asked once per new connection: reset it after this many bytes
+        #: upstream ("up") or downstream ("down"), or None for no cut.
+        self.chaos: Callable[[], tuple[str, int] | None] | None = None
+        #: Connections reset so far (either way of cutting).
+        self.cuts = 0
         self._closed = False
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -43,21 +49,28 @@ class TcpTap:
             with self._lock:
                 self._sockets += [client, server]
                 self.connections += 1
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            way, after = (self.chaos() if self.chaos else None) or ("", 0)
+            for source, sink, up in ((client, server, True), (server, client, False)):
+                cut = after if way == ("up" if up else "down") else None
+                threading.Thread(target=self._pump, args=(source, sink, up, cut),
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool,
+              cut: int | None) -> None:
         passed = 0
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
-                if not up and self.cut_down_after is not None:
-                    allowed = self.cut_down_after - passed
+                limit = cut if cut is not None or up else self.cut_down_after  # global: down only
+                if limit is not None:
+                    allowed = limit - passed
                     if len(data) >= allowed:
                         sink.sendall(data[:allowed])
                         self._reset(source, sink)
+                        with self._lock:
+                            self.cuts += 1
                         return
                 sink.sendall(data)
                 passed += len(data)
