@@ -25,6 +25,11 @@ in alternating rounds, so that the load of a shared machine hits all alike:
   proxy and the relay; the upstream's own CPU for the direct path;
 * peak RSS (VmHWM, the largest of the proxy's processes).
 
+Next to them, for the small GETs, two floor servers (``floor.py``): twisted.web
+answering from the files, and a bare pooled-Agent proxy -- how far anything
+on twisted.web gets at all.  ``--tls`` has clients talk TLS to the nginx
+proxy and the relay.
+
 Every path gets the same request bytes: the presigned SigV4 URLs botocore
 makes for the relay, so the relay verifies, authorizes, re-signs and streams
 as for any client, while nginx ignores the query.  The table gives the

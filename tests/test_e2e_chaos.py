@@ -43,6 +43,7 @@ from tests.test_e2e_faults import quiet_usage, settle
 KiB = 1024
 CLIENTS = 4
 ROUNDS = 30
+#: Sizes and cut points; ``CHAOS_SEED=N pytest tests/test_e2e_chaos.py`` explores others.
 SEED = int(os.environ.get("CHAOS_SEED", "20261126"))
 
 
