@@ -250,7 +250,8 @@ class ResponseRelay(Protocol):
         self.request.write(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
-        if self.request.producer is not None:
+        # A client gone first took the channel with it: nothing to unregister from.
+        if self.request.producer is not None and self.request.channel is not None:
             self.request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(None)

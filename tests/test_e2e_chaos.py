@@ -16,8 +16,11 @@ them back at once.  Whatever broke, every answer must tell the truth:
   client error from a badly retried request;
 
 and afterwards the relay serves as before, holding no more descriptors or
-connections than it started with.  The fault tests (test_e2e_faults.py) pin
-each cut point alone; this mixes them under concurrency.
+connections than it started with.  The same for clients that give up at
+random points mid-upload or mid-download (closing, or resetting), among
+others who complete: no aborted upload is stored at all.  The fault tests
+(test_e2e_faults.py) pin each cut point alone; this mixes them under
+concurrency.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import hashlib
 import http.client
 import os
 import random
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +43,7 @@ from tests import harness
 from tests.conftest import CLIENT_KEY, relay_config
 from tests.rawclient import sign
 from tests.tcptap import TcpTap
-from tests.test_e2e_faults import quiet_usage, settle
+from tests.test_e2e_faults import put_head, quiet_usage, settle
 
 KiB = 1024
 CLIENTS = 4
@@ -191,5 +196,84 @@ def test_nothing_lost_or_half_written_while_upstream_connections_break(
     final = settle(relay, baseline)  # the pool lets its last connections go after 15 s idle
     assert final[0] <= baseline[0], f"{final[0] - baseline[0]} file descriptors leaked"
     assert final[1] <= baseline[1], f"{final[1] - baseline[1]} connections leaked"
+    log = relay.output()
+    assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
+
+
+def give_up(relay: harness.Relay, bucket: str, key: str, data: bytes, rng: random.Random) -> str:
+    """Start a PUT of ``data`` or a GET, and drop the connection part-way; what was done."""
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
+    try:
+        if rng.random() < 0.5:
+            sock.sendall(put_head(relay, f"/{bucket}/{key}", len(data)))
+            sock.sendall(data[: rng.randrange(len(data))])
+            what = "PUT"
+        else:
+            url = f"{relay.url}/{bucket}/big"
+            headers = sign("GET", url, {}, hashlib.sha256(b"").hexdigest(), CLIENT_KEY)
+            sock.sendall((f"GET /{bucket}/big HTTP/1.1\r\n"
+                          + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                          + "\r\n").encode())
+            wanted = rng.randrange(1, 2 * 1024 * KiB)
+            while wanted > 0:
+                piece = sock.recv(min(wanted, 65536))
+                if not piece:
+                    break
+                wanted -= len(piece)
+            what = "GET"
+        if rng.random() < 0.5:  # a reset rather than a close
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return what
+    finally:
+        sock.close()
+
+
+def test_clients_giving_up_anywhere_store_nothing_and_leak_nothing(
+    relay: harness.Relay, upstream: Any, bucket: str
+) -> None:
+    upstream.put_object(Bucket=bucket, Key="big", Body=random.Random(SEED).randbytes(4096 * KiB))
+    baseline = quiet_usage(relay)
+    errors: list[str] = []
+    abandoned: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def quitter(n: int) -> None:
+        rng = random.Random(SEED + 100 + n)
+        for r in range(ROUNDS):
+            key = f"quit{n}-{r}"
+            data = rng.randbytes(rng.choice((2, 64 * KiB, 1024 * KiB, 3000 * KiB)))
+            if give_up(relay, bucket, key, data, rng) == "PUT":
+                with lock:
+                    abandoned[key] = data
+
+    def finisher(n: int) -> None:
+        rng = random.Random(SEED + 200 + n)
+        for r in range(ROUNDS):
+            key, data = f"done{n}-{r}", rng.randbytes(rng.randrange(512 * KiB))
+            url = f"{relay.url}/{bucket}/{key}"
+            if exchange(url, "PUT", data)[0] != 200 or exchange(url, "GET") != (200, data):
+                with lock:
+                    errors.append(key)
+
+    threads = [threading.Thread(target=quitter, args=(n,)) for n in range(CLIENTS)]
+    threads += [threading.Thread(target=finisher, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a client hung"
+
+    assert errors == [], f"clients that finished were failed: {errors}"
+    assert abandoned, "no upload was abandoned: the test tested nothing"
+    for key in abandoned:
+        assert harness.eventually(lambda: stored(upstream, bucket, key) is None, 10), \
+            f"{key}: an abandoned upload was stored"
+    final = settle(relay, baseline)
+    assert final[0] <= baseline[0], f"{final[0] - baseline[0]} file descriptors leaked"
+    assert final[1] <= baseline[1], f"{final[1] - baseline[1]} connections leaked"
+    records = [r["access"] for r in relay.records() if "access" in r]
+    for key in abandoned:
+        record = next(r for r in records if r["key"] == key)
+        assert record["reason"], record
     log = relay.output()
     assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
