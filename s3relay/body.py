@@ -112,7 +112,11 @@ class StreamingBody:
             except S3Error as e:
                 self._reject(e)
                 return
+            # The caller now starts the upstream request; startProducing sends
+            # the body, complete as it is -- maybe before this returns, on a
+            # pooled connection, so it must not be sent here as well.
             self.verified.callback(None)
+            return
         if self._consumer is not None:
             self._end()
 

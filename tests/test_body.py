@@ -421,3 +421,48 @@ def test_any_sequence_holds_back_the_end(pieces: list[bytes], start_at: int, hig
         assert h.results == [None]
         assert h.rejected == []
     assert h.filter.finished == 1
+
+
+class Holding(Filter):
+    """Holds the whole body and releases it at ``finish`` (as a checked multi-delete does)."""
+
+    def feed(self, data: bytes) -> bytes:
+        self.fed.append(data)
+        return b""
+
+    def finish(self) -> bytes:
+        self.finished += 1
+        return b"".join(self.fed)
+
+
+def verify_first(start_at_once: bool) -> tuple[StreamingBody, Consumer, list[Any]]:
+    consumer, results = Consumer(), []
+    body = StreamingBody(9, Holding(), Source(), lambda error: None, verify_first=True)
+
+    def start(_: object) -> None:
+        body.startProducing(consumer).addBoth(results.append)
+
+    assert body.verified is not None
+    if start_at_once:
+        # A pooled upstream connection: the Agent starts the producer before
+        # the verified callback returns, i.e. inside bodyComplete.
+        body.verified.addCallback(start)
+    body.dataReceived(b"<Del")
+    body.dataReceived(b"ete/>")
+    body.bodyComplete()
+    if not start_at_once:
+        start(None)  # a new upstream connection: the producer starts later
+    return body, consumer, results
+
+
+def test_verify_first_sends_the_body_once_when_the_upstream_starts_at_once() -> None:
+    """It sent the released body a second time: Twisted's ExcessWrite, a dropped request."""
+    body, consumer, results = verify_first(start_at_once=True)
+    assert consumer.data == b"<Delete/>"
+    assert results == [None] and body.sent == 9
+
+
+def test_verify_first_sends_the_body_once_when_the_upstream_starts_later() -> None:
+    body, consumer, results = verify_first(start_at_once=False)
+    assert consumer.data == b"<Delete/>"
+    assert results == [None] and body.sent == 9
