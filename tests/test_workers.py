@@ -685,6 +685,16 @@ def with_workers(text: str) -> str:
     return text.replace("[server]\n", "[server]\nworkers = 2\n", 1)
 
 
+def both_listening(relay: harness.Relay) -> None:
+    """Wait until both workers accept: the port answers as soon as the supervisor
+    bound it, and a worker that came up first would take every connection."""
+    def listening() -> set[str]:
+        return {match[1] for r in relay.records() if "worker" not in r
+                and (match := LISTENING.fullmatch(r["message"]))}
+
+    assert harness.eventually(lambda: listening() == {"1", "2"}), relay.output()[-2000:]
+
+
 def test_tls_listener_with_workers(workdir: Path, s3: harness.S3Server,
                                    self_key: tuple[str, str], tls_files: tuple[Path, Path],
                                    bucket: str) -> None:
@@ -694,6 +704,7 @@ def test_tls_listener_with_workers(workdir: Path, s3: harness.S3Server,
     relay = harness.start_relay(workdir, with_workers(relay_config(s3, listen, self_key)),
                                 port, "https")
     try:
+        both_listening(relay)
         served: set[int] = set()
         for n in range(20):
             client = boto_client(relay.url, verify=str(cert))  # a new connection each
