@@ -33,6 +33,27 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e")
 
 
+#: What a relay logs when code it runs raised (Twisted logs it and carries on).
+RAISED = ('"level": "critical"', "Traceback (most recent call last)", "Unhandled Error")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def relays_raised_nothing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the run: no relay process anywhere logged an exception.
+
+    A relay survives an exception in a callback, so a test that checks only
+    what its client saw can pass over a bug: a critical traceback on every
+    abandoned download, and a multi-delete dropped on a pooled connection,
+    were found in these logs, their tests green.
+    """
+    yield
+    raised = [f"{log.name}: {line[:400]}"
+              for log in tmp_path_factory.getbasetemp().rglob("relay-*.log")
+              for line in log.read_text(errors="replace").splitlines()
+              if any(mark in line for mark in RAISED)]
+    assert not raised, "relay logs hold exceptions:\n" + "\n".join(raised[:10])
+
+
 @pytest.fixture(scope="session")
 def s3(workdir: Path) -> Iterator[harness.S3Server]:
     server = harness.start_s3(workdir)
