@@ -315,29 +315,11 @@ class TlsFiles:
 
     @classmethod
     def make(cls, directory: Path) -> TlsFiles:
-        import datetime
-        import ipaddress
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        from tests.certs import make_certificate  # the tests' P-256 certificate for an IP
 
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1))
-                .not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                .sign(key, hashes.SHA256()))
-        files = cls(directory / "tls-cert.pem", directory / "tls-key.pem")
-        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files.key.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        files = cls(*make_certificate(directory, "127.0.0.1"))
         # curl, urllib and http.client then trust it; wrk verifies nothing.
         os.environ["CURL_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(files.cert)
         return files

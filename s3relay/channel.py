@@ -504,9 +504,9 @@ class RelayChannel(http.HTTPChannel):
         self.paused = True
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
         transport.loseWriteConnection()  # FIN once the answer is out; reading goes on
-        self.transport.resumeProducing()
+        transport.resumeProducing()
         # The client closing its side ends it sooner (connectionLost).
-        self._lingerCall = self.callLater(LINGER_SECONDS, self.transport.loseConnection)
+        self._lingerCall = self.callLater(LINGER_SECONDS, transport.loseConnection)
 
     # Timers.
 

@@ -27,7 +27,6 @@ from .s3xml import S3_NS, hardened_parser
 MAX_LIST_BUCKETS_BYTES = 4 * 1024 * 1024
 
 
-
 class _Refused(Exception):
     pass
 

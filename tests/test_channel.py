@@ -115,16 +115,22 @@ def test_early_response_with_short_remainder_drains_and_keeps_connection() -> No
     assert len(probe.requests) == 2
 
 
-def test_early_response_with_long_remainder_closes_without_crashing() -> None:
-    probe = Probe()
+def refuse_before_a_long_body(probe: Probe, channel: RelayChannel) -> tuple[Any, int]:
+    """A PUT head whose body is over DRAIN_LIMIT, answered 403 at once: (request, length)."""
     probe.accept = False
-    channel, transport = connect(probe)
     length = DRAIN_LIMIT + 10
     channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % length)
     request = probe.requests[0]
     request.setResponseCode(403)
     request.setHeader(b"content-length", b"0")
     request.finish()
+    return request, length
+
+
+def test_early_response_with_long_remainder_closes_without_crashing() -> None:
+    probe = Probe()
+    channel, transport = connect(probe)
+    request, length = refuse_before_a_long_body(probe, channel)
     assert request.finished and transport.disconnecting
     assert b"connection: close" in transport.value().lower()
     # More body bytes after the response must not reach Twisted's request queue.
@@ -245,14 +251,8 @@ def test_close_with_the_body_still_coming_lingers_reading() -> None:
     """Closing with request bytes unread would reset the connection, and the
     client still sending them could lose the answer (a broken pipe)."""
     probe = Probe()
-    probe.accept = False
     channel, transport, clock = connect_limited(probe, transport=HalfClosingTransport())
-    length = DRAIN_LIMIT + 10
-    channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % length)
-    request = probe.requests[0]
-    request.setResponseCode(403)
-    request.setHeader(b"content-length", b"0")
-    request.finish()
+    _, length = refuse_before_a_long_body(probe, channel)
     assert transport.value().startswith(b"HTTP/1.1 403")
     assert isinstance(transport, HalfClosingTransport) and transport.writeLost
     assert not transport.disconnecting and transport.producerState == "producing"

@@ -53,18 +53,11 @@ SEED = int(os.environ.get("CHAOS_SEED", "20261126"))
 
 
 @pytest.fixture(scope="module")
-def chaotic(s3: harness.S3Server) -> Iterator[TcpTap]:
-    tap = TcpTap(s3.port)
-    yield tap
-    tap.close()
-
-
-@pytest.fixture(scope="module")
 def relay(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
-          chaotic: TcpTap) -> Iterator[harness.Relay]:
+          tap: TcpTap) -> Iterator[harness.Relay]:
     port = harness.free_port()
     text = relay_config(s3, f"tcp:{port}:interface=127.0.0.1", self_key,
-                        f"http://127.0.0.1:{chaotic.port}")
+                        f"http://127.0.0.1:{tap.port}")
     relay = harness.start_relay(workdir, text, port)
     yield relay
     harness.stop(relay.process)
@@ -135,7 +128,7 @@ def stored(upstream: Any, bucket: str, key: str) -> bytes | None:
 
 
 def test_nothing_lost_or_half_written_while_upstream_connections_break(
-    relay: harness.Relay, chaotic: TcpTap, upstream: Any, bucket: str
+    relay: harness.Relay, tap: TcpTap, upstream: Any, bucket: str
 ) -> None:
     baseline = quiet_usage(relay)
     rng = random.Random(SEED)
@@ -146,7 +139,7 @@ def test_nothing_lost_or_half_written_while_upstream_connections_break(
         with lock:
             return rng.choice(("up", "down")), rng.randrange(4096 * KiB)
 
-    chaotic.chaos = cut
+    tap.chaos = cut
     outcome = Outcome()
     try:
         threads = [threading.Thread(target=client, args=(relay, bucket, n, outcome))
@@ -157,14 +150,14 @@ def test_nothing_lost_or_half_written_while_upstream_connections_break(
             t.join(300)
         assert not any(t.is_alive() for t in threads), "a client hung"
     finally:
-        chaotic.chaos = None
+        tap.chaos = None
 
-    assert chaotic.cuts > 0, "no connection was cut: the test tested nothing"
+    assert tap.cuts > 0, "no connection was cut: the test tested nothing"
     put_ok = [key for key, (_, status) in outcome.puts.items() if status == 200]
     failed = [key for key, (_, status) in outcome.puts.items() if status != 200]
     broken_gets = [(key, status) for key, status, body in outcome.gets
                    if status != 200 or body is None]
-    print(f"{chaotic.cuts} upstream connections cut; PUTs: {len(put_ok)} answered 200, "
+    print(f"{tap.cuts} upstream connections cut; PUTs: {len(put_ok)} answered 200, "
           f"{len(failed)} failed; GETs: {len(outcome.gets)}, {len(broken_gets)} cut short "
           f"(status 0: reset before the status line was read)")
     assert len(outcome.puts) == CLIENTS * ROUNDS

@@ -56,6 +56,35 @@ LISTENING = re.compile(r"worker (\d+) \(pid (\d+)\) listening")
 
 
 
+def listening(relay: harness.Relay) -> dict[int, int]:
+    """Worker index -> pid of its latest process that reported listening."""
+    pids: dict[int, int] = {}
+    for record in relay.records():
+        match = LISTENING.fullmatch(record["message"])
+        if match and "worker" not in record:
+            pids[int(match[1])] = int(match[2])
+    return pids
+
+
+def burst_served(relay: harness.Relay, sockets: list[socket.socket]) -> list[int]:
+    """Send a request on each of ``sockets`` (connected, maybe TLS) at once,
+    close them; the worker that answered each."""
+    mark = len(relay.records())
+    try:
+        for s in sockets:
+            s.sendall(b"GET /burst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for s in sockets:
+            assert s.recv(100).startswith(b"HTTP/1.1 403 ")
+
+        def served() -> list[int]:
+            return [r["worker"] for r in relay.records()[mark:] if "access" in r]
+        assert harness.eventually(lambda: len(served()) == len(sockets)), served()
+    finally:
+        for s in sockets:
+            s.close()
+    return served()
+
+
 class Supervised:
     """A relay with ``workers = 2``, its management port and its sd_notify socket."""
 
@@ -92,13 +121,7 @@ class Supervised:
         return self.sample("s3relay_requests_total")
 
     def listening(self) -> dict[int, int]:
-        """Worker index -> pid of its latest process that reported listening."""
-        pids: dict[int, int] = {}
-        for record in self.relay.records():
-            match = LISTENING.fullmatch(record["message"])
-            if match and "worker" not in record:
-                pids[int(match[1])] = int(match[2])
-        return pids
+        return listening(self.relay)
 
     def messages(self, since: int = 0) -> list[dict[str, Any]]:
         return self.relay.records()[since:]
@@ -219,22 +242,9 @@ def test_a_burst_of_connections_is_shared(supervised: Supervised) -> None:
     burst = 32
     splits = []
     for _ in range(5):
-        mark = len(supervised.relay.records())
         sockets = [socket.create_connection(("127.0.0.1", supervised.relay.port), timeout=30)
                    for _ in range(burst)]
-        try:
-            for s in sockets:
-                s.sendall(b"GET /burst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            for s in sockets:
-                assert s.recv(100).startswith(b"HTTP/1.1 403 ")
-
-            def served() -> list[int]:
-                return [r["worker"] for r in supervised.messages(mark) if "access" in r]
-            assert harness.eventually(lambda: len(served()) == burst), served()
-        finally:
-            for s in sockets:
-                s.close()
-        by_worker = served()
+        by_worker = burst_served(supervised.relay, sockets)
         splits.append((by_worker.count(1), by_worker.count(2)))
         if min(splits[-1]) >= burst // 8:
             break
@@ -697,11 +707,7 @@ def with_workers(text: str) -> str:
 def both_listening(relay: harness.Relay) -> None:
     """Wait until both workers accept: the port answers as soon as the supervisor
     bound it, and a worker that came up first would take every connection."""
-    def listening() -> set[str]:
-        return {match[1] for r in relay.records() if "worker" not in r
-                and (match := LISTENING.fullmatch(r["message"]))}
-
-    assert harness.eventually(lambda: listening() == {"1", "2"}), relay.output()[-2000:]
+    assert harness.eventually(lambda: set(listening(relay)) == {1, 2}), relay.output()[-2000:]
 
 
 def test_tls_listener_with_workers(workdir: Path, s3: harness.S3Server,
@@ -726,21 +732,10 @@ def test_tls_listener_with_workers(workdir: Path, s3: harness.S3Server,
         context = ssl.create_default_context(cafile=str(cert))
         served: set[int] = set()
         for _ in range(5):  # a loaded machine may leave one worker unscheduled for a burst
-            mark = len(relay.records())
             queued = [socket.create_connection(("127.0.0.1", port), timeout=30)
                       for _ in range(16)]
-            burst = [context.wrap_socket(s, server_hostname="127.0.0.1") for s in queued]
-            try:
-                for tls in burst:
-                    tls.sendall(b"GET /burst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                for tls in burst:
-                    assert tls.recv(100).startswith(b"HTTP/1.1 403 ")
-                assert harness.eventually(lambda: sum(
-                    "access" in r for r in relay.records()[mark:]) == len(burst))
-            finally:
-                for tls in burst:
-                    tls.close()
-            served |= {r["worker"] for r in relay.records()[mark:] if "access" in r}
+            served |= set(burst_served(
+                relay, [context.wrap_socket(s, server_hostname="127.0.0.1") for s in queued]))
             if served == {1, 2}:
                 break
         assert served == {1, 2}
