@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from .config import UpstreamConfig
 from .upstream_tls import UpstreamTLS
+from .writethrough import size_transport
 
 #: Seconds an idle pooled connection is kept; below S3's own idle cut-off so
 #: that the relay, not the server, closes it.
@@ -42,8 +43,8 @@ MAX_ORIGINS = 256
 #: default makes a large transfer pause and resume a socket for every read;
 #: this quarters the syscalls and the Python work per byte.
 TRANSPORT_BUFFER = 512 * 1024
-#: What requests under way share; past 2 at once each gets less, down to 64 KiB.
-BUFFER_BUDGET = 1024 * 1024
+#: What requests under way share; past 4 at once each gets less, down to 64 KiB.
+BUFFER_BUDGET = 2 * 1024 * 1024
 SMALLEST_BUFFER = 64 * 1024
 #: Body bytes moved, after which the heap is trimmed once nothing is under way.
 TRIM_AFTER = 8 * 1024 * 1024
@@ -67,8 +68,9 @@ class BufferBudget:
     from the start, upstream side while the request is out) are all resized
     when their number changes: the sum stays a small multiple of
     ``BUFFER_BUDGET`` whatever the concurrency and whatever the order the
-    transfers came in, while one or two transfers keep the full size
-    (bench/README.md).
+    transfers came in, while up to four transfers keep the full size
+    (bench/README.md).  Sent at once (``writethrough``), a chunk is rarely
+    held at all while the peer keeps up; the budget is for peers that do not.
 
     Freed buffers stay in the C heap, so after large transfers the process
     would keep ~5-8 MiB it no longer uses; ``trim`` (glibc's ``malloc_trim``)
@@ -112,7 +114,7 @@ class BufferBudget:
         A TLS wrapper has no ``bufferSize`` (its TCP socket keeps Twisted's): left alone.
         """
         if hasattr(transport, "bufferSize"):
-            transport.bufferSize = self._size
+            size_transport(transport, self._size)
             self._in_use[transport] += 1
 
     def release(self, transport: Any) -> None:
@@ -123,13 +125,13 @@ class BufferBudget:
             self._in_use.pop(transport, None)
 
     def _resize(self) -> None:
-        # Only while fewer than BUFFER_BUDGET // SMALLEST_BUFFER (16) are under
+        # Only while fewer than BUFFER_BUDGET // SMALLEST_BUFFER (32) are under
         # way does the size change, so this loop stays short.
         size = self.size()
         if size != self._size:
             self._size = size
             for transport in self._in_use:
-                transport.bufferSize = size
+                size_transport(transport, size)
 
 
 class _TunedClientProtocol(HTTP11ClientProtocol):
