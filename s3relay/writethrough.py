@@ -34,10 +34,13 @@ def write_through(transport: Connection, queue: Callable[[bytes], None], data: b
     a large transfer that is two ``epoll_ctl`` calls, a poll and a Python
     round trip per chunk, and the chunk held in memory until then: half the
     relay's CPU per GiB (bench/README.md).  Small writes (headers, small
-    bodies) are queued as before, so that they still leave together.
+    bodies) are queued as before, so that they still leave together, and so
+    is everything while a pull producer is registered: it is asked for more
+    only when the queue drains.
     """
     if (len(data) >= WRITE_THROUGH and transport.connected and not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)):
+            and transport.offset == len(transport.dataBuffer)
+            and (transport.producer is None or transport.streamingProducer)):
         sent = transport.writeSomeData(data)
         if isinstance(sent, int):  # else the connection is lost: the queued write finds out
             if sent == len(data):

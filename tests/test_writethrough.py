@@ -8,9 +8,11 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
+from zope.interface import implementer
 
 from s3relay.writethrough import WRITE_THROUGH, size_transport
 
@@ -84,6 +86,29 @@ def test_small_writes_are_queued_and_keep_their_place(
         peer.recv(1)  # nothing went out before the reactor's turn
     peer.setblocking(True)
     assert receive(peer, len(head) + len(body), transport) == head + body
+
+
+def test_a_pull_producer_still_hears_when_the_queue_drains(
+    pair: tuple[Connection, socket.socket, MemoryReactor],
+) -> None:
+    transport, peer, _ = pair
+    asked: list[str] = []
+
+    @implementer(IPullProducer)
+    class Pull:
+        def resumeProducing(self) -> None:
+            asked.append("more")
+
+        def stopProducing(self) -> None:
+            pass
+
+    transport.registerProducer(Pull(), False)
+    asked.clear()
+    data = os.urandom(64 * KiB)
+    transport.write(data)
+    assert transport._tempDataLen == len(data)  # queued: doWrite asks for more once it is out
+    assert receive(peer, len(data), transport) == data
+    assert asked == ["more"]
 
 
 def test_a_write_to_a_reset_connection_raises_nothing(
