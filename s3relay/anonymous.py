@@ -7,9 +7,11 @@ A public download area should not need a key per reader.  With an
 is served as the client ``anonymous``, whose policy is the section's
 ``buckets`` / ``prefixes`` / ``operations`` (read and list unless the
 operator grants more), and is signed upstream with the section's
-``credentials`` set.  A request that carries any authentication is always
-verified, and fails if the signature is wrong: it is never downgraded.
-Without the section every unsigned request is refused, as before.
+``credentials`` set; the section's ``allowed_networks`` and rate limits, as
+for a client, hold for all unsigned requests together.  A request that
+carries any authentication is always verified, and fails if the signature
+is wrong: it is never downgraded.  Without the section every unsigned
+request is refused, as before.
 
 Pure, stdlib only.
 """

@@ -313,7 +313,10 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         access = parse_anonymous(
             sections["anonymous"], specs, clients, server.admission.multipart
         )
-        anonymous = ClientKey(ANONYMOUS, "", "", access.credentials, access.policy)
+        anonymous = ClientKey(
+            ANONYMOUS, "", "", access.credentials, access.policy,
+            admission=parse_client_admission(sections["anonymous"]),
+        )
     transforms = parse_transforms(
         sections["upstream"],
         {n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("client:")},

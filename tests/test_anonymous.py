@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from s3relay import sigv4
+from s3relay.admission import OPEN_CLIENT, check_client_network
 from s3relay.anonymous import ANONYMOUS, is_unsigned, verified
 from s3relay.config import ClientKey, ConfigError, parse_config
 from s3relay.errors import S3Error
+from s3relay.networks import Origin, parse_address
+from s3relay.ratelimit import RateLimits
 
 BASE = """
 [upstream]
@@ -53,6 +56,20 @@ def test_write_only_when_granted() -> None:
     assert anonymous("buckets = b\nread_only = yes\ncredentials = main").policy.operations == (
         frozenset({"read", "list"})
     )
+
+
+def test_own_networks_and_limits_for_all_unsigned_requests() -> None:
+    client = anonymous(
+        "buckets = b\ncredentials = main\nallowed_networks = 10.0.0.0/8\n"
+        "rate = 5\nburst = 10\nmax_concurrent_requests = 3"
+    )
+    assert client.admission.limits == RateLimits(rate=5.0, burst=10.0, max_concurrent=3)
+    inside, outside = (parse_address(a) for a in ("10.1.2.3", "127.0.0.1"))
+    check_client_network(ANONYMOUS, client.admission, Origin(inside, inside, False))
+    with pytest.raises(S3Error) as refused:
+        check_client_network(ANONYMOUS, client.admission, Origin(outside, outside, False))
+    assert refused.value.code == "AccessDenied"
+    assert anonymous("buckets = b\ncredentials = main").admission == OPEN_CLIENT
 
 
 def test_unsigned_clients_cannot_authenticate_as_anonymous() -> None:

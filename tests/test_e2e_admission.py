@@ -55,7 +55,8 @@ def gated(
         client_section("netclient", NETCLIENT, "allowed_networks = 10.0.0.0/8")
         + client_section("nomulti", NOMULTI, "multipart = no")
         + client_section("slow", SLOW, "rate = 0.2\nburst = 2")
-        + client_section("single", SINGLE, "max_concurrent_requests = 1"),
+        + client_section("single", SINGLE, "max_concurrent_requests = 1")
+        + "\n[anonymous]\nbuckets = *\ncredentials = main\nrate = 0.2\nburst = 2\n",
     )
     yield relay, management
     harness.stop(relay.process)
@@ -265,6 +266,24 @@ def test_burst_gets_slowdown_then_recovers(
         retry_after = int(reply.headers["retry-after"])
     assert reply.status == 200, reply.body
     assert name in object_keys(bucket)
+
+
+def test_anonymous_requests_share_their_own_rate_limit(
+    gated: tuple[harness.Relay, str], bucket: str
+) -> None:
+    relay, management = gated
+    url = f"{relay.url}/{bucket}/no-such-key"
+    before = metric(management, "client_rate")
+    for _ in range(12):  # burst 2, one token per 5 s: the 3rd or so is refused
+        reply = send(url, "GET", {"host": relay.url.split("//")[1]})
+        if reply.status == 503:
+            break
+        refused(reply, 404, "NoSuchKey")  # unsigned, allowed, and answered by S3
+    refused(reply, 503, "SlowDown")
+    assert 1 <= int(reply.headers["retry-after"]) <= 5
+    assert access(relay, reply.headers["x-amz-request-id"])["client"] == "anonymous"
+    assert metric(management, "client_rate") == before + 1
+    assert put(relay, CLIENT_KEY, bucket, "signed-while-anonymous-waits").status == 200
 
 
 def test_concurrency_limit_released_on_disconnect(
