@@ -111,7 +111,9 @@ class BufferBudget:
     def acquire(self, transport: Any) -> None:
         """``transport`` carries a request under way: the current size, and each change of it.
 
-        A TLS wrapper has no ``bufferSize`` (its TCP socket keeps Twisted's): left alone.
+        A TLS wrapper has no ``bufferSize``: left alone, and its TCP socket keeps
+        Twisted's size and queue (Twisted hands it one 16 KiB record at a time,
+        which sent at once would only multiply the ``send`` calls).
         """
         if hasattr(transport, "bufferSize"):
             size_transport(transport, self._size)
