@@ -193,8 +193,10 @@ def test_nothing_lost_or_half_written_while_upstream_connections_break(
     assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
 
 
-def give_up(relay: harness.Relay, bucket: str, key: str, data: bytes, rng: random.Random) -> str:
-    """Start a PUT of ``data`` or a GET, and drop the connection part-way; what was done."""
+def give_up(relay: harness.Relay, bucket: str, key: str, data: bytes,
+            rng: random.Random) -> tuple[str, bool]:
+    """Start a PUT of ``data`` or a GET, and drop the connection part-way: what was
+    done, and whether the connection was reset rather than closed."""
     sock = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
     try:
         if rng.random() < 0.5:
@@ -214,9 +216,10 @@ def give_up(relay: harness.Relay, bucket: str, key: str, data: bytes, rng: rando
                     break
                 wanted -= len(piece)
             what = "GET"
-        if rng.random() < 0.5:  # a reset rather than a close
+        reset = rng.random() < 0.5
+        if reset:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        return what
+        return what, reset
     finally:
         sock.close()
 
@@ -227,7 +230,7 @@ def test_clients_giving_up_anywhere_store_nothing_and_leak_nothing(
     upstream.put_object(Bucket=bucket, Key="big", Body=random.Random(SEED).randbytes(4096 * KiB))
     baseline = quiet_usage(relay)
     errors: list[str] = []
-    abandoned: dict[str, bytes] = {}
+    abandoned: dict[str, bool] = {}  # key: reset (else closed)
     lock = threading.Lock()
 
     def quitter(n: int) -> None:
@@ -235,9 +238,10 @@ def test_clients_giving_up_anywhere_store_nothing_and_leak_nothing(
         for r in range(ROUNDS):
             key = f"quit{n}-{r}"
             data = rng.randbytes(rng.choice((2, 64 * KiB, 1024 * KiB, 3000 * KiB)))
-            if give_up(relay, bucket, key, data, rng) == "PUT":
+            what, reset = give_up(relay, bucket, key, data, rng)
+            if what == "PUT":
                 with lock:
-                    abandoned[key] = data
+                    abandoned[key] = reset
 
     def finisher(n: int) -> None:
         rng = random.Random(SEED + 200 + n)
@@ -265,8 +269,13 @@ def test_clients_giving_up_anywhere_store_nothing_and_leak_nothing(
     assert final[0] <= baseline[0], f"{final[0] - baseline[0]} file descriptors leaked"
     assert final[1] <= baseline[1], f"{final[1] - baseline[1]} connections leaked"
     records = [r["access"] for r in relay.records() if "access" in r]
-    for key in abandoned:
-        record = next(r for r in records if r["key"] == key)
-        assert record["reason"], record
+    logged = {r["key"]: r for r in records if r["key"] in abandoned}
+    for key, reset in abandoned.items():
+        # A connection reset right after its bytes were sent can give the
+        # relay none of them, only the reset (seen in about 1 run of 4: 0
+        # bytes read, then ECONNRESET): no request, nothing to record.  A
+        # close delivers every byte first.
+        assert reset or key in logged, f"{key}: closed mid-upload, no access record"
+    assert all(record["reason"] for record in logged.values()), logged
     log = relay.output()
     assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
