@@ -27,11 +27,11 @@ _SOURCE = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--source="
                str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, _SOURCE)
 
-from s3relay import sigv4  # noqa: E402
-from s3relay.addressing import parse_target  # noqa: E402
-from s3relay.bodyplan import BodyPlan  # noqa: E402
+from s3relay.body.plan import BodyPlan  # noqa: E402
 from s3relay.config import CredentialSet, UpstreamConfig  # noqa: E402
-from s3relay.forward import build_upstream_request  # noqa: E402
+from s3relay.s3 import sigv4  # noqa: E402
+from s3relay.s3.addressing import parse_target  # noqa: E402
+from s3relay.upstream.forward import build_upstream_request  # noqa: E402
 
 CLIENT = ("AKIABENCHCLIENT00001", "benchclientsecret/" + "c" * 22)
 UPSTREAM = CredentialSet("up", "AKIABENCHUPSTREAM001", "benchupstreamsecret/" + "u" * 20)
@@ -42,8 +42,8 @@ HOST = "127.0.0.1:8080"
 def signed_requests() -> dict[str, tuple[str, bytes, bytes, dict[str, list[str]]]]:
     """A presigned GET and a header-signed GET as botocore makes them."""
     import boto3  # type: ignore[import-untyped]
-    from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
     from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+    from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
     from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
     from botocore.credentials import Credentials  # type: ignore[import-untyped]
 

@@ -317,7 +317,9 @@ class TlsFiles:
     def make(cls, directory: Path) -> TlsFiles:
         if str(REPO) not in sys.path:
             sys.path.insert(0, str(REPO))
-        from tests.certs import make_certificate  # the tests' P-256 certificate for an IP
+        from tests.certs import (
+            make_certificate,  # the tests' P-256 certificate for an IP
+        )
 
         files = cls(*make_certificate(directory, "127.0.0.1"))
         # curl, urllib and http.client then trust it; wrk verifies nothing.

@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests import harness  # noqa: E402
-from tests.conftest import CLIENT_KEY, relay_config  # noqa: E402
-from tests.loadclient import MiB, Connection, Outcome, Workload  # noqa: E402
+from tests.integration.conftest import CLIENT_KEY, relay_config  # noqa: E402
+from tests.loadclient import Connection, MiB, Outcome, Workload  # noqa: E402
 
 SEEDS = 40
 #: Distinct keys the PUTs cycle through: moto lists in time linear in a

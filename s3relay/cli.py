@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """``s3relay --check-config PATH``: validate a config without starting."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, load_config
-from .listen import check_listener
-from .tap import DEFAULT_CONFIG
+from s3relay.config import ConfigError, load_config
+from s3relay.listen.endpoints import check_listener
+from s3relay.tap import DEFAULT_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:

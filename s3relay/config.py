@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.unit.test_config -*-
 """The relay's configuration: one frozen value parsed from an ini file.
 
 Everything the relay knows about its world arrives here once, is validated
@@ -16,16 +16,7 @@ from types import MappingProxyType
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .credspec import (
-    CredentialSet as CredentialSet,
-    CredentialSpec,
-    StaticSpec,
-    check_references,
-    parse_credentials,
-)
-from .errors import S3Error
-from .ini import ConfigError as ConfigError, Section, names as _names
-from .admission import (
+from s3relay.access.admission import (
     DEFAULT_ADMISSION,
     OPEN_CLIENT,
     AdmissionConfig,
@@ -34,13 +25,26 @@ from .admission import (
     parse_admission,
     parse_client_admission,
 )
-from .keylog import KeyLogging, parse_key_logging
-from .limits import DEFAULT_LIMITS, Limits, parse_limits
-from .anonymous import ANONYMOUS, parse_anonymous
-from .policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
-from .transforms import NO_TRANSFORMS, Transforms, parse_transforms
-from .tls import Subject, TlsSettings, parse_binding, parse_tls
-from .workerconfig import parse_workers
+from s3relay.access.anonymous import ANONYMOUS, parse_anonymous
+from s3relay.access.policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
+from s3relay.credentials.spec import (
+    CredentialSet as CredentialSet,
+)
+from s3relay.credentials.spec import (
+    CredentialSpec,
+    StaticSpec,
+    check_references,
+    parse_credentials,
+)
+from s3relay.http.limits import DEFAULT_LIMITS, Limits, parse_limits
+from s3relay.ini import ConfigError as ConfigError
+from s3relay.ini import Section
+from s3relay.ini import names as _names
+from s3relay.listen.tls import Subject, TlsSettings, parse_binding, parse_tls
+from s3relay.ops.keylog import KeyLogging, parse_key_logging
+from s3relay.s3.errors import S3Error
+from s3relay.upstream.transforms import NO_TRANSFORMS, Transforms, parse_transforms
+from s3relay.workers.config import parse_workers
 
 SELF = "self"
 ADDRESSING = ("path", "virtual")
@@ -125,7 +129,7 @@ class Config:
     #: Endpoint of the management site (/metrics, /healthz, /readyz); None = none.
     metrics_listen: str | None = None
     #: Every credential set's spec by name, static or fetched at run time
-    #: (s3relay.credentials keeps the fetched ones fresh).
+    #: (s3relay.credentials.provider keeps the fetched ones fresh).
     credential_specs: Mapping[str, CredentialSpec] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -140,7 +144,7 @@ class Config:
     def upstream_credentials(self, client: ClientKey) -> CredentialSet:
         """The credential set that re-signs ``client``'s requests, if it is static.
 
-        A set fetched at run time has no value here: s3relay.credentials
+        A set fetched at run time has no value here: s3relay.credentials.provider
         answers for those, and without it the request fails closed.
         """
         if client.credentials == SELF:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay -*-
+# -*- test-case-name: tests.unit.test_exchange -*-
 """One accepted request relayed upstream, from its first body byte to the
 last response byte, and every way that can end early."""
 
@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    DNSLookupError,
+)
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
@@ -17,39 +21,25 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from .body import StreamingBody
-from .bodyplan import BodyFilter, BodyPlan
-from .channel import RelayRequest
-from .errors import S3Error
-from .filtered import FilteredRelay, ResponseRefused, Rewrite
-from .forward import UpstreamRequest, wire_name
-from .hopbyhop import HOP_BY_HOP
-from .keylog import plain_key
-from .management import UpstreamHealth
-from .metrics import RelayMetrics
-from .retry import may_retry
-from .upstream import BufferBudget, ResponseRelay
+from s3relay.body.plan import BodyFilter, BodyPlan
+from s3relay.body.producer import StreamingBody
+from s3relay.http.headers import HOP_BY_HOP, connection_named, wire_name
+from s3relay.http.request import RelayRequest, write_error
+from s3relay.ops.keylog import plain_key
+from s3relay.ops.management import UpstreamHealth
+from s3relay.ops.metrics import RelayMetrics
+from s3relay.s3.errors import Kind, S3Error
+from s3relay.upstream.agent import BufferBudget
+from s3relay.upstream.forward import UpstreamRequest
+from s3relay.upstream.response import (
+    FilteredRelay,
+    ResponseRefused,
+    ResponseRelay,
+    Rewrite,
+)
+from s3relay.upstream.retry import may_retry
 
 log = Logger(namespace="s3relay")
-
-
-def send_error(request: RelayRequest, error: S3Error, request_id: str, resource: str) -> None:
-    """Answer ``request`` with ``error`` as an S3 XML document."""
-    if request._disconnected or request.finishing:
-        return
-    if request.startedWriting:
-        # Too late for a status: make the failure visible as a cut connection.
-        request.abortConnection()
-        return
-    body = error.to_xml(request_id, resource)
-    request.setResponseCode(error.status)
-    request.responseHeaders.setRawHeaders(b"content-type", [b"application/xml"])
-    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    request.responseHeaders.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
-    for name, value in error.headers.items():
-        request.responseHeaders.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
-    request.write(body)
-    request.finish()
 
 
 @dataclass(frozen=True)
@@ -82,12 +72,14 @@ def upstream_error(failure: Failure) -> S3Error:
             "The upstream S3 service is unreachable; please retry.",
             503,
             f"upstream unreachable: {failure.getErrorMessage()}",
+            kind=Kind.UPSTREAM,
         )
     return S3Error(
         "InternalError",
         "The upstream S3 service failed to answer; please retry.",
         502,
         f"upstream failed: {getattr(failure.type, '__name__', '?')}: {failure.getErrorMessage()}",
+        kind=Kind.UPSTREAM,
     )
 
 
@@ -191,7 +183,7 @@ class Exchange:
         self._monitor.metrics.refused(error.code)
         self._error_code = error.code
         self._error_reason = error.reason
-        send_error(self.request, error, self.request_id, self.resource)
+        write_error(self.request, error, self.resource)
 
     def _response(self, response: IResponse) -> None:
         self._pending = None
@@ -207,8 +199,12 @@ class Exchange:
             response.deliverBody(_Discard())
             return
         request.setResponseCode(response.code, response.phrase)
+        named = connection_named(
+            v.decode("latin-1") for v in response.headers.getRawHeaders(b"connection", ())
+        )
         for name, values in response.headers.getAllRawHeaders():
-            if name.lower().decode("latin-1") not in HOP_BY_HOP:
+            lower = name.lower().decode("latin-1")
+            if lower not in HOP_BY_HOP and lower not in named:
                 request.responseHeaders.setRawHeaders(name, values)
         if isinstance(response.length, int) and request.method != b"HEAD":
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
@@ -278,7 +274,7 @@ class Exchange:
         """The channel gave up on this request (a timeout, a malformed body):
         drop the upstream request and answer ``error`` (limits, channel)."""
         self._given_up = True
-        if error.status == 503:  # the upstream stalled (limits.upstream_timeout)
+        if error.kind is Kind.UPSTREAM:  # the upstream stalled (errors.upstream_timeout)
             self._monitor.metrics.upstream_error("timeout")
             self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
         pending, self._pending = self._pending, None

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_config -*-
 """One ini section, read key by key, and the error that locates a mistake in it.
 
 Feature modules (limits, access rules, credential sources, TLS) parse their own

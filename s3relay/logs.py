@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_logs -*-
+# -*- test-case-name: tests.integration.test_logs -*-
 """Structured JSON log lines on stdout, one object per line, for journald.
 
 ``twistd --logger=s3relay.logs.observer`` installs it.  Each line has

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay -*-
+# -*- test-case-name: tests.unit.test_resource -*-
 """The relay resource: authenticate, translate, re-sign, hand over to an Exchange.
 
 ``render`` runs when a request's headers have arrived (see ``channel``), so
@@ -14,28 +14,27 @@ from collections import Counter
 from functools import partial
 from typing import Any, Mapping, Sequence
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 
-from . import admission, anonymous, multidelete, sigv4
-from .addressing import parse_target
-from .bodyplan import plan_body
-from .channel import RelayChannel, RelayRequest
-from .connections import Connections
-from .limits import DEFAULT_LIMITS, Limits, check_declared_size
-from .client_cert import check_binding
-from .config import ClientKey, Config
-from .credentials import CredentialProviders
-from .errors import S3Error
-from .exchange import Exchange, Monitor
-from .filtered import Rewrite
-from .listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
-from .operations import classify
-from .policy import authorize
-from .forward import build_upstream_request
-from .metrics import RelayMetrics
+from s3relay.access import admission, anonymous
+from s3relay.access.client_cert import check_binding
+from s3relay.access.policy import authorize
+from s3relay.body import multidelete
+from s3relay.body.plan import plan_body
+from s3relay.config import ClientKey, Config
+from s3relay.credentials.provider import CredentialProviders
+from s3relay.exchange import Exchange, Monitor
+from s3relay.http.limits import check_declared_size
+from s3relay.http.request import RelayRequest
+from s3relay.s3 import sigv4
+from s3relay.s3.addressing import parse_target
+from s3relay.s3.errors import S3Error
+from s3relay.s3.listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
+from s3relay.s3.operations import classify
+from s3relay.upstream.forward import build_upstream_request
+from s3relay.upstream.response import Rewrite
 
 
 def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
@@ -87,9 +86,8 @@ class RelayResource(Resource):
 
     def render(self, request: RelayRequest) -> int:
         request.defaultContentType = None
-        request_id = secrets.token_hex(8).upper()
         exchange = Exchange(
-            request, self._agent, request_id, request.path.decode("latin-1"), self._monitor
+            request, self._agent, request.requestId, request.path.decode("latin-1"), self._monitor
         )
         exchange.key_text = self._config.server.log_keys.key_text(self._key_salt)
         try:
@@ -183,52 +181,3 @@ class RelayResource(Resource):
             config.server.admission, client.name, client.admission
         ).release
         exchange.start(upstream_request, plan, body_filter)
-
-
-class RelaySite(Site):
-    """A Site whose channels dispatch requests at the end of their headers.
-
-    No HTTP/2 negotiation: the header-stage takeover is HTTP/1.1 only.
-    """
-
-    resource: RelayResource
-
-    protocol = RelayChannel  # type: ignore[assignment]
-    requestFactory = RelayRequest
-    #: Counts connections (RelayChannel reports to it).
-    metrics: RelayMetrics | None = None
-    #: Timeouts and limits for new connections (``limits``; replaced on reload).
-    limits: Limits = DEFAULT_LIMITS
-    #: Open connections, for max_connections and graceful shutdown (``connections``).
-    connections: Connections | None = None
-
-    def log(self, request: Any) -> None:
-        """No combined-format line: every request gets a structured access record."""
-
-    def buildProtocol(self, addr: Any) -> Any:
-        connections = self.connections
-        max_connections = self.limits.max_connections
-        if connections is not None and not connections.may_accept(max_connections):
-            return None  # shutting down, or flooded: close at once
-        channel = super().buildProtocol(addr)
-        channel.metrics = self.metrics
-        channel.limits = self.limits
-        if connections is not None:
-            connections.add(channel, max_connections)
-        return channel
-
-
-def make_site(
-    config: Config,
-    agent: IAgent,
-    reactor: IReactorTime,
-    monitor: Monitor,
-    credentials: CredentialProviders | None = None,
-) -> RelaySite:
-    site = RelaySite(RelayResource(config, agent, monitor, credentials), reactor=reactor)
-    site.metrics = monitor.metrics
-    site.timeOut = config.server.idle_timeout
-    site.limits = config.server.limits
-    site.connections = Connections()
-    site.displayTracebacks = False
-    return site

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """``twistd s3relay``: command-line options and the service they make."""
 
 from __future__ import annotations
@@ -10,19 +10,23 @@ from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .config import ConfigError, load_config
-from .connections import GracefulShutdown
-from .credentials import CredentialProviders, SourceWorld, make_source_agent
-from .exchange import Monitor
-from .listen import ListenerTls, listen_endpoint
-from .management import Readiness, UpstreamHealth, make_management_site
-from .metrics import RelayMetrics
-from .reload import Reloader
-from .systemd import Listeners, StoppingNotifier, sd_notify
-from .resource import make_site
-from .upstream import BufferBudget, libc_malloc_trim, make_agent
-from .workerlink import WorkerLink, worker_endpoint
-from .workers import make_supervisor
+from s3relay.config import ConfigError, load_config
+from s3relay.credentials.provider import (
+    CredentialProviders,
+    SourceWorld,
+    make_source_agent,
+)
+from s3relay.exchange import Monitor
+from s3relay.http.connections import GracefulShutdown
+from s3relay.http.site import make_site
+from s3relay.listen.endpoints import ListenerTls, listen_endpoint
+from s3relay.ops.management import Readiness, UpstreamHealth, make_management_site
+from s3relay.ops.metrics import RelayMetrics
+from s3relay.ops.reload import Reloader
+from s3relay.ops.systemd import Listeners, StoppingNotifier, sd_notify
+from s3relay.upstream.agent import BufferBudget, libc_malloc_trim, make_agent
+from s3relay.workers.link import WorkerLink, worker_endpoint
+from s3relay.workers.supervisor import make_supervisor
 
 DEFAULT_CONFIG = "/etc/s3relay/s3relay.ini"
 

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 import boto3
 from botocore.config import Config as BotoConfig

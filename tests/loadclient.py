@@ -4,7 +4,7 @@ Hundreds of keep-alive connections cost one thread this way (boto3 would need
 a thread and a pool per connection).  Every request is SigV4-signed with
 ``tests.rawclient.sign`` and every answer is checked -- status, and the body's
 bytes or hash -- so that a run counts errors, not just requests.  Used by
-tests/test_e2e_load.py and bench/soak.py.
+tests/integration/test_e2e_load.py and bench/soak.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
-from s3relay import sigv4
+from s3relay.s3 import sigv4
 from tests.rawclient import sign
 
 KiB = 1024

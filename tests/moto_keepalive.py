@@ -13,7 +13,10 @@ import sys
 from typing import Any
 
 import waitress
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    create_backend_app,
+)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from s3relay import sigv4
+from s3relay.s3 import sigv4
 
 REGION = "us-east-1"
 

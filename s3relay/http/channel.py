@@ -1,0 +1,511 @@
+# -*- test-case-name: tests.unit.test_channel -*-
+"""An HTTP channel that dispatches a request when its headers arrive.
+
+Stock ``twisted.web`` reads a whole request body (into memory or a temp file)
+before a resource sees the request, and answers ``Expect: 100-continue`` on
+its own.  A relay must instead decide from the headers, start the upstream
+request, and stream the body through with backpressure (Twisted #4688;
+DESIGN.md §1).  Every touch of Twisted-private channel state lives in this
+module, and ``tests/unit/test_channel.py`` pins the hook order it relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.http_headers import Headers
+
+from s3relay.http.headers import valid_field, wire_name
+from s3relay.http.limits import DEFAULT_LIMITS, Limits
+from s3relay.ops.metrics import RelayMetrics
+from s3relay.s3.errors import (
+    S3Error,
+    bad_request,
+    error_response,
+    header_section_too_large,
+    new_request_id,
+    request_timeout,
+    slow_down,
+    upstream_timeout,
+    url_too_long,
+)
+
+log = Logger(namespace="s3relay")
+
+
+#: After an answer that ends the connection while request bytes may still be
+#: coming, how long they are read and dropped: a close with unread bytes is a
+#: reset, which can destroy the answer before the client reads it (a client
+#: still sending a refused body sees a broken pipe).  RFC 9112 §9.6.
+LINGER_SECONDS = 5.0
+
+
+#: Seconds an idle check may run late before it suspects this process, not
+#: the peer, stood still (see ``_idleCheck``).
+LATE = 0.5
+
+#: What a connection is doing, for the timers and for graceful shutdown.
+IDLE = "idle"  # between requests (keep-alive)
+HEAD = "head"  # reading a request line and headers
+BODY = "body"  # request dispatched, its body still arriving
+BUSY = "busy"  # request body complete, response under way
+CLOSED = "closed"
+
+class RelayChannel(http.HTTPChannel):
+    """An HTTP/1.1 channel that hands requests over at the end of their headers.
+
+    It also owns the connection's timers (``limits``): ``header_timeout`` from
+    the first byte of a request to the end of its headers (slow-loris); the idle
+    timer, which fires only when no byte moved either way for ``idle_timeout``
+    seconds (an upload paused for the upstream counts the upstream's progress,
+    and waiting for the upstream's answer is ``first_byte_timeout``'s job); and
+    ``first_byte_timeout``.  Twisted's own timeout (reset only by reads, and
+    off while a response is written) is not used.  Requests that are not valid
+    HTTP, too large a head, and timeouts all get S3 XML errors.
+    """
+
+    _bodyPaused = False
+    #: The TCP or TLS transport (ITransport does not declare producer methods).
+    transport: Any
+    #: Where to count connections (set by RelaySite).
+    metrics: RelayMetrics | None = None
+    #: Timeouts and head-size limits (set by RelaySite).
+    limits: Limits = DEFAULT_LIMITS
+    #: Answer the next request with 503 SlowDown and close (too many connections).
+    overloaded = False
+    #: Called once the connection is gone (connection tracking).
+    onClosed: Callable[[RelayChannel], None] | None = None
+
+    _phase = IDLE
+    _draining = False
+    _idleSeconds: float | None = None
+    _lastProgress = 0.0
+    _idleDue = 0.0
+    _lateChecked = False
+    _idleCall: IDelayedCall | None = None
+    _headCall: IDelayedCall | None = None
+    _firstByteCall: IDelayedCall | None = None
+    _abortCall: IDelayedCall | None = None
+    _lingerCall: IDelayedCall | None = None
+    #: Closing now may leave request bytes unread (see ``LINGER_SECONDS``).
+    _unread = False
+    _headLines = 0
+    _headBytes = 0
+
+    # Connection life.
+
+    def connectionMade(self) -> None:
+        # The idle timer is ours (see the class docstring): keep Twisted's off.
+        self._idleSeconds, self.timeOut = self.timeOut, None
+        limits = self.limits
+        # Twisted's own head limits stay as a backstop behind ours.
+        self.MAX_LENGTH = max(limits.max_url_length + 64, limits.max_header_size) + 64
+        self.totalHeadersSize = limits.max_url_length + limits.max_header_size + 1024
+        self.maxHeaders = limits.max_headers + 10
+        super().connectionMade()
+        self._touch()
+        self._armIdle()
+        if self.metrics is not None:
+            self.metrics.connection_opened()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._phase = CLOSED
+        for call in (self._idleCall, self._headCall, self._firstByteCall, self._abortCall,
+                     self._lingerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._headCall = self._firstByteCall = self._abortCall = None
+        self._lingerCall = None
+        super().connectionLost(reason)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
+        if self.onClosed is not None:
+            self.onClosed(self)
+
+    # Reading requests.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase == CLOSED:
+            return
+        self._touch()
+        if self._phase == IDLE:
+            self._startHead()
+        super().dataReceived(data)
+
+    def _startHead(self) -> None:
+        self._phase = HEAD
+        self._headLines = self._headBytes = 0
+        if self._headCall is None:
+            self._headCall = self.callLater(self.limits.header_timeout, self._headTimedOut)
+
+    def lineReceived(self, line: bytes) -> None:
+        limits = self.limits
+        if self._phase == HEAD:
+            if self._headLines == 0:
+                if line:
+                    self._headLines = 1
+                    parts = line.split(b" ")
+                    target = parts[1] if len(parts) == 3 else line
+                    if len(target) > limits.max_url_length:
+                        self.refuseHead(url_too_long(len(target), limits.max_url_length))
+                        return
+            else:
+                self._headLines += 1
+                self._headBytes += len(line) + 2
+                if self._headBytes > limits.max_header_size:
+                    self.refuseHead(
+                        header_section_too_large(
+                            f"header lines exceed max_header_size = {limits.max_header_size}"
+                        )
+                    )
+                    return
+                if line and not valid_field(line):
+                    self._respondToBadRequestAndDisconnect()
+                    return
+                # The empty line ending the head is no header.
+                if line and self._headLines - 1 > limits.max_headers:
+                    self.refuseHead(
+                        header_section_too_large(
+                            f"more than max_headers = {limits.max_headers} header lines"
+                        )
+                    )
+                    return
+        super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._handlingRequest:
+            # Pipelined bytes wait for the response under way.  Twisted >= 23
+            # buffers here itself; 22.4 would feed them to a finished decoder.
+            self._dataBuffer.append(data)
+            buffered = sum(map(len, self._dataBuffer))
+            if buffered > self._optimisticEagerReadSize and not self._waitingForTransport:
+                self._networkProducer.pauseProducing()
+            return
+        super().rawDataReceived(data)
+
+    def _finishRequestBody(self, data: bytes) -> None:
+        # Twisted-private, called with what follows the body.  Buffer it before
+        # the request completes, as Twisted >= 23 does: on 22.4 a response
+        # that finished at once would leave pipelined requests unread.
+        self._dataBuffer.append(data)
+        self.allContentReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._phase == HEAD and self._headLines == 0:
+            self.refuseHead(url_too_long(len(line), self.limits.max_url_length))
+        else:
+            self.refuseHead(header_section_too_large("a header line longer than MAX_LENGTH"))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted-private: every malformed request (request line, header name
+        # or value, Content-Length, Transfer-Encoding, chunk framing) ends here,
+        # where stock Twisted writes a bare "400 Bad Request".
+        self.refuseHead(bad_request(f"malformed request ({self._phase})"))
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        persistent = bool(super().checkPersistence(request, version))
+        if self._draining or self.overloaded:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return persistent
+
+    def allHeadersReceived(self) -> None:
+        if self._headCall is not None:
+            if self._headCall.active():
+                self._headCall.cancel()
+            self._headCall = None
+        if self.overloaded:
+            self.refuseHead(slow_down("too many client connections (max_connections)"))
+            return
+        self._phase = BODY
+        request = self.requests[-1]
+        # Hide Expect so that Twisted sends no automatic 100 Continue; the
+        # resource sends it once the request is authenticated.
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if expect is not None:
+            request.requestHeaders.removeHeader(b"expect")
+        super().allHeadersReceived()
+        if expect is not None:
+            request.requestHeaders.setRawHeaders(b"expect", expect)
+            request.expectContinue = (
+                expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1"
+            )
+        request.headersReceived(self._command, self._path, self._version)
+
+    def allContentReceived(self) -> None:
+        if not self.requests or self._phase == CLOSED:
+            # The response already ended (or the request was refused) and the
+            # connection is closing: whatever else arrives is dropped.
+            self.dataReceived = lambda data: None  # type: ignore[method-assign]
+            return
+        self._phase = BUSY
+        super().allContentReceived()
+        if self._handlingRequest:
+            # Read what follows as raw bytes into the pipeline buffer (Twisted
+            # >= 23 switches itself; 22.4 would parse the next request now).
+            self.setRawMode()
+
+    def requestDone(self, request: Any) -> None:
+        # A body may end while the upstream has it paused (the upstream's
+        # resume never comes once the body is complete): left set, the flag
+        # would stop reading the next request when this response's writes drain.
+        self._bodyPaused = False
+        self._unread = not request.bodyDone
+        if self._phase != CLOSED:
+            self._phase = IDLE
+        self._touch()
+        self._armIdle()
+        super().requestDone(request)
+        if self._draining and self._phase == IDLE:
+            self._close()
+
+    # Refusals.
+
+    def refuseHead(self, error: S3Error) -> None:
+        """Answer ``error`` and close: the request (or what there is of it) is unusable."""
+        if self._phase == CLOSED:
+            return
+        if self._phase in (BODY, BUSY):
+            # The request was dispatched: its exchange answers (or cuts) it.
+            self._failRequest(error)
+            return
+        if self.metrics is not None:
+            self.metrics.refused(error.code)
+        log.info(
+            "refused request from {peer}: {code} ({reason})",
+            peer=str(self.transport.getPeer()),
+            code=error.code,
+            reason=error.reason,
+        )
+        # No request to answer through (the head is incomplete or unusable):
+        # the same response, written straight to the transport.
+        request_id = self.requests[-1].requestId if self.requests else new_request_id()
+        response = error_response(error, request_id)
+        phrase = http.RESPONSES.get(response.status, b"Error")
+        headers = [*response.headers, (b"Connection", b"close")]
+        self.writeHeaders(b"HTTP/1.1", b"%d" % response.status, phrase, headers)
+        self.transport.write(response.body)
+        self._close()
+
+    def _failRequest(self, error: S3Error, close: bool = True) -> None:
+        request = self.requests[-1] if self.requests else None
+        if request is None or request.finishing:
+            if close:
+                self._close()
+            return
+        if request.startedWriting:
+            # Too late for a status: a cut connection, never a short body.
+            log.warn(
+                "aborting a response under way: {reason}", reason=error.reason
+            )
+            self.transport.abortConnection()
+            return
+        if close:
+            self.persistent = False
+        request.fail(error)
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        """Close after the pending writes; abort if the peer does not let them drain."""
+        if self._phase == CLOSED:
+            return
+        self._unread = self._unread or self._phase != IDLE
+        self._phase = CLOSED
+        self.persistent = False
+        for call in (self._idleCall, self._headCall, self._firstByteCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._headCall = self._firstByteCall = None
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        if not self.transport.disconnecting:
+            self.loseConnection()
+        if self.abortTimeout is not None and self._abortCall is None:
+            self._abortCall = self.callLater(self.abortTimeout, self.transport.abortConnection)
+
+    def loseConnection(self) -> None:
+        """Close once the pending writes are out; first linger if the client
+        may still be sending (plain TCP: a TLS half-close is an unexpected EOF
+        to clients, so TLS closes at once)."""
+        transport = self.transport
+        if (not self._unread or ISSLTransport.providedBy(transport)
+                or not hasattr(transport, "loseWriteConnection") or transport.disconnecting):
+            super().loseConnection()
+            return
+        self._unread = False
+        transport.unregisterProducer()
+        # Parse nothing more (LineReceiver stops at ``paused``, as it would at
+        # ``disconnecting``); what is read from now on is dropped.
+        self.paused = True
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        transport.loseWriteConnection()  # FIN once the answer is out; reading goes on
+        transport.resumeProducing()
+        # The client closing its side ends it sooner (connectionLost).
+        self._lingerCall = self.callLater(LINGER_SECONDS, transport.loseConnection)
+
+    # Timers.
+
+    def _touch(self) -> None:
+        """Bytes moved: the connection is not idle."""
+        self._lastProgress = self._now()
+        self._lateChecked = False
+
+    def _armIdle(self) -> None:
+        if self._idleSeconds is None or self._phase == CLOSED:
+            return
+        if self._firstByteCall is not None:
+            return  # waiting for the upstream is first_byte_timeout's business
+        if self._idleCall is None or not self._idleCall.active():
+            self._idleCall = self._idleAfter(self._idleSeconds)
+
+    def _idleAfter(self, seconds: float) -> IDelayedCall:
+        self._idleDue = self._now() + seconds
+        return self.callLater(seconds, self._idleCheck)
+
+    def _now(self) -> float:
+        factory = self.factory
+        return factory.reactor.seconds() if factory is not None else 0.0
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        if self._idleSeconds is None or self._phase == CLOSED or self._firstByteCall is not None:
+            return
+        now = self._now()
+        left = self._lastProgress + self._idleSeconds - now
+        if left > 0:
+            # Progress since the timer was set: check again when it could expire.
+            self._idleCall = self._idleAfter(left)
+            return
+        if now - self._idleDue > LATE and not self._lateChecked:
+            # The timer ran late: this process was held up (a loaded host), and
+            # bytes that arrived meanwhile are not read yet.  Let them count
+            # first: an iteration's I/O runs before the next timers.
+            self._lateChecked = True
+            self._idleCall = self.callLater(0, self._idleCheck)
+            self._idleDue = now
+            return
+        self._lateChecked = False
+        self._idleTimedOut()
+
+    def _idleTimedOut(self) -> None:
+        seconds = self._idleSeconds
+        if self._phase == IDLE:
+            self._close()
+        elif self._phase == HEAD:
+            self.refuseHead(request_timeout(f"request head idle for idle_timeout = {seconds}s"))
+        elif self._phase == BODY and not self._bodyPaused:
+            self.refuseHead(request_timeout(f"request body idle for idle_timeout = {seconds}s"))
+        else:
+            # The upstream stopped taking the body, or stopped sending (or the
+            # client stopped reading) the response.
+            self.refuseHead(upstream_timeout(f"no bytes moved for idle_timeout = {seconds}s"))
+
+    def _headTimedOut(self) -> None:
+        self._headCall = None
+        if self._phase == HEAD:
+            timeout = self.limits.header_timeout
+            self.refuseHead(
+                request_timeout(f"request head not complete within header_timeout = {timeout}s")
+            )
+
+    def startFirstByte(self) -> None:
+        """The whole request is upstream: its answer is due within first_byte_timeout."""
+        if self._firstByteCall is None and self._phase != CLOSED:
+            if self._idleCall is not None and self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
+            self._firstByteCall = self.callLater(
+                self.limits.first_byte_timeout, self._firstByteTimedOut
+            )
+
+    def stopFirstByte(self) -> None:
+        call, self._firstByteCall = self._firstByteCall, None
+        if call is not None:
+            if call.active():
+                call.cancel()
+            self._touch()
+            self._armIdle()
+
+    def _firstByteTimedOut(self) -> None:
+        self._firstByteCall = None
+        timeout = self.limits.first_byte_timeout
+        # The request is complete: the connection may carry the next one.
+        self._failRequest(
+            upstream_timeout(f"no response headers within first_byte_timeout = {timeout}s"),
+            close=False,
+        )
+        self._touch()
+        self._armIdle()
+
+    # Graceful shutdown.
+
+    def drain(self) -> None:
+        """Finish the request under way, if any, then close; take no new one."""
+        self._draining = True
+        if self._phase == IDLE:
+            self._close()
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def abort(self) -> None:
+        """Cut the connection now (the shutdown grace is over)."""
+        self._phase = CLOSED
+        self.transport.abortConnection()
+
+    # Writing responses.
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """Write the status line and headers, names as ``wire_name`` spells them."""
+        self._touch()
+        if isinstance(headers, Headers):
+            pairs = [(n, v) for n, values in headers.getAllRawHeaders() for v in values]
+        else:
+            pairs = list(headers)
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, value in pairs:
+            if b"\r" in name + value or b"\n" in name + value:
+                continue
+            lines.extend((wire_name(name), b": ", value, b"\r\n"))
+        lines.append(b"\r\n")
+        self.transport.writeSequence(lines)
+
+    def write(self, data: bytes) -> None:
+        self._touch()
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self._touch()
+        self.transport.writeSequence(iovec)
+
+    def pauseBody(self) -> None:
+        """Stop reading the request body (the upstream cannot take more).
+
+        The idle timer keeps running: while the body is paused it measures the
+        upstream's progress (``resumeBody``), not the client's.
+        """
+        if not self._bodyPaused:
+            self._bodyPaused = True
+            self.transport.pauseProducing()
+
+    def resumeBody(self) -> None:
+        self._touch()
+        if self._bodyPaused:
+            self._bodyPaused = False
+            self.transport.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        # The client took what was written: progress.
+        self._touch()
+        super().resumeProducing()
+        if self._bodyPaused:
+            # HTTPChannel resumes reading when its writes drain; keep the
+            # upload paused while the upstream still cannot take it.
+            self.transport.pauseProducing()

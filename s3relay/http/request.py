@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.unit.test_channel -*-
+"""A request that is rendered at the end of its headers, its body streamed.
+
+``RelayChannel`` calls ``headersReceived`` once the head is in; the resource
+renders then and, on accepting the body, sets ``bodyReceiver``.  Every error
+the relay answers on a request it has dispatched is written by
+``write_error``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Protocol, cast
+
+from twisted.web import server
+
+from s3relay.s3.errors import S3Error, error_response, new_request_id
+
+
+class BodyReceiver(Protocol):
+    """Where a request's body bytes go once a resource has accepted it."""
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def bodyComplete(self) -> None: ...
+
+
+class RequestChannel(Protocol):
+    """What a request asks of its channel (``RelayChannel``)."""
+
+    transport: Any
+    persistent: bool
+
+    def startFirstByte(self) -> None: ...
+
+    def stopFirstByte(self) -> None: ...
+
+    def pauseBody(self) -> None: ...
+
+    def resumeBody(self) -> None: ...
+
+
+#: A response that ends while at most this many body bytes are still to come
+#: waits for them (and keeps the connection); otherwise the connection closes.
+DRAIN_LIMIT = 1024 * 1024
+
+
+class RelayRequest(server.Request):
+    """A request rendered at the end of its headers, with a streamed body."""
+
+    #: Whether the client sent ``Expect: 100-continue`` (answered by the resource).
+    expectContinue = False
+    #: Set by the resource when it accepts the body; None means discard it.
+    bodyReceiver: BodyReceiver | None = None
+    #: Whether the whole client body has arrived.
+    bodyDone = False
+    #: Body bytes the client announced (Content-Length), None when chunked.
+    bodyLength: int | None = None
+    bodyReceived = 0
+    _finishPending = False
+    #: Answers an error the channel raises for this request (a timeout, a broken
+    #: body): the exchange sets it, so that the refusal is logged, counted and
+    #: the upstream request dropped.  None: answered here.
+    failHandler: Callable[[S3Error], None] | None = None
+    #: Whether the upstream request was sent and its response is still due.
+    _awaitingUpstream = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Minted once: every answer and log line of this request carries it.
+        self.requestId = new_request_id()
+
+    def gotLength(self, length: int | None) -> None:
+        # Never open a content file: the body streams through bodyReceiver.
+        self.bodyLength = length
+        self.content = io.BytesIO()
+
+    def headersReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Set up what ``requestReceived`` would, then render before the body."""
+        self.args = {}
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path = path.split(b"?", 1)[0]
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.bodyReceived += len(data)
+        if self.bodyReceiver is not None:
+            self.bodyReceiver.dataReceived(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The request was dispatched at headersReceived: this only ends the body.
+        self.bodyDone = True
+        if self.bodyReceiver is not None:
+            self.bodyReceiver.bodyComplete()
+        if self._awaitingUpstream and self.relayChannel is not None:
+            self.relayChannel.startFirstByte()
+        if self._finishPending:
+            server.Request.finish(self)
+
+    def sendContinue(self) -> None:
+        """Answer ``Expect: 100-continue``, once the request is accepted."""
+        channel = self.relayChannel
+        if self.expectContinue and not self.bodyDone and channel is not None:
+            self.expectContinue = False
+            channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def pauseBody(self) -> None:
+        if self.relayChannel is not None:
+            self.relayChannel.pauseBody()
+
+    def resumeBody(self) -> None:
+        if self.relayChannel is not None:
+            self.relayChannel.resumeBody()
+
+    def awaitUpstream(self) -> None:
+        """The upstream request is on its way: once the body is complete, the
+        upstream has ``first_byte_timeout`` to answer, and the client waiting
+        for it is not idle."""
+        self._awaitingUpstream = True
+        if self.bodyDone and self.relayChannel is not None:
+            self.relayChannel.startFirstByte()
+
+    def upstreamAnswered(self) -> None:
+        """The upstream's response headers arrived (or it failed)."""
+        if self._awaitingUpstream:
+            self._awaitingUpstream = False
+            if self.relayChannel is not None:
+                self.relayChannel.stopFirstByte()
+
+    def fail(self, error: S3Error) -> None:
+        """Answer ``error`` (the channel decided: a timeout, a broken body)."""
+        self.upstreamAnswered()
+        if self.failHandler is not None:
+            self.failHandler(error)
+            return
+        write_error(self, error)
+
+    def abortConnection(self) -> None:
+        """Cut the client connection: a response that cannot be completed must look cut."""
+        if self.relayChannel is not None:
+            self.relayChannel.transport.abortConnection()
+
+    @property
+    def relayChannel(self) -> RequestChannel | None:
+        return cast("RequestChannel | None", self.channel)
+
+    @property
+    def finishing(self) -> bool:
+        """Whether the response is complete (possibly waiting for the body to drain)."""
+        return bool(self.finished) or self._finishPending
+
+    def finish(self) -> None:
+        if self.bodyDone or self.channel is None or self.finished:
+            server.Request.finish(self)
+            return
+        # The response ended before the body: Twisted would pop this request
+        # and crash on the next body byte (DESIGN.md §1.7).  Drain a short
+        # remainder, keeping the connection; close on a long one.  A client
+        # still waiting for 100 Continue may never send its body (it goes on
+        # to its next request): close rather than read that as the body.
+        self.bodyReceiver = None
+        remaining = None if self.bodyLength is None else self.bodyLength - self.bodyReceived
+        if remaining == 0 or (
+            remaining is not None and remaining <= DRAIN_LIMIT and not self.expectContinue
+        ):
+            self._finishPending = True
+            self.resumeBody()
+            return
+        if not self.startedWriting:
+            self.setHeader(b"connection", b"close")
+        self.channel.persistent = False
+        server.Request.finish(self)
+
+
+def write_error(request: RelayRequest, error: S3Error, resource: str = "") -> None:
+    """Answer ``request`` with ``error`` as S3 would, under the request's id.
+
+    Once the response has started, a status can no longer be sent: the
+    connection is cut, so that the failure never looks like a short body.
+    """
+    if request._disconnected or request.finishing:
+        return
+    if request.startedWriting:
+        request.abortConnection()
+        return
+    response = error_response(error, request.requestId, resource)
+    request.setResponseCode(response.status)
+    for name, value in response.headers:
+        request.responseHeaders.setRawHeaders(name, [value])
+    request.write(response.body)
+    request.finish()
