@@ -1,13 +1,98 @@
-# -*- test-case-name: tests.unit.test_writethrough -*-
-"""Large writes sent at once: how a TCP transport of a transfer is tuned."""
+# -*- test-case-name: tests.unit.test_compat,tests.unit.test_writethrough -*-
+"""Every use of Twisted-private API outside the HTTP channel, in one place.
+
+Each is here because no public API does the same: a write sent at once, the
+connection pool's protocol factory, the server endpoint parser, a TLS
+handshake's outcome, a port's accept batch, whether a request's client is
+gone.  ``tests/unit/test_compat.py`` has a canary for each, which fails when
+Twisted changes under it; ``.ci/bookworm`` runs them on Debian's Twisted 22.4
+too.  ``http/channel.py`` keeps the channel's own (DESIGN.md §1).
+"""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet import endpoints
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.tcp import Connection
+from twisted.protocols import tls
+from twisted.web._newclient import ConnectionAborted as RequestAborted
+from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import _HTTP11ClientFactory as HTTP11ClientFactory
+from twisted.web.server import Request
+
+__all__ = [
+    "HTTP11ClientFactory",
+    "HTTP11ClientProtocol",
+    "RequestAborted",
+    "RequestNotSent",
+    "TLSProtocol",
+    "WRITE_THROUGH",
+    "accept_one_per_wakeup",
+    "client_gone",
+    "handshake_done",
+    "parse_server",
+    "tls_failure_reason",
+    "size_transport",
+    "use_client_factory",
+    "write_through",
+]
+
+if TYPE_CHECKING:
+    TLSProtocol = tls.TLSMemoryBIOProtocol
+else:  # write aggregation where Twisted has it (not in bookworm's 22.4)
+    TLSProtocol = getattr(tls, "BufferingTLSTransport", tls.TLSMemoryBIOProtocol)
+
+
+def use_client_factory(pool: HTTPConnectionPool, factory: Callable[..., Any]) -> None:
+    """Have ``pool`` build its connections' protocols with ``factory``
+    (called like ``HTTP11ClientFactory``, whose subclass it should build)."""
+    pool._factory = factory  # type: ignore[assignment]
+
+
+def parse_server(description: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A server endpoint string's plugin arguments and keywords, parsed as
+    ``serverFromString`` would."""
+    _, args, kwargs = endpoints._parseServer(description, None)
+    return tuple(args), kwargs
+
+
+def handshake_done(protocol: tls.TLSMemoryBIOProtocol) -> bool:
+    """Whether ``protocol``'s TLS handshake completed (True if unknown)."""
+    return bool(getattr(protocol, "_handshakeDone", True))
+
+
+def tls_failure_reason(protocol: tls.TLSMemoryBIOProtocol) -> Any:
+    """The failure TLS recorded before the connection was lost, if any."""
+    return getattr(protocol, "_reason", None)
+
+
+def accept_one_per_wakeup(port: Any) -> None:
+    """Make ``port`` accept one connection each time the reactor finds it readable.
+
+    Twisted's port accepts up to ``numberAccepts`` (100 at first) queued
+    connections per wake-up.  Every worker wakes for the shared socket, and
+    the first took a whole burst -- a client pool opening 16 keep-alive
+    connections kept one worker busy and the other idle.  One at a time,
+    the workers take turns, and a busy one, slower back to its poll, takes fewer.
+    """
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
+
+
+def client_gone(request: Request) -> bool:
+    """Whether ``request``'s connection is lost."""
+    return bool(request._disconnected)
+
+
 
 #: Writes from this size up are sent at once when nothing is queued before them.
 WRITE_THROUGH = 16 * 1024

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from s3relay.access.networks import (
     LOOPBACK,
@@ -42,8 +42,12 @@ from s3relay.access.ratelimit import UNLIMITED, Admitted, Clock, RateLimiter, Ra
 from s3relay.ini import ConfigError, Section
 from s3relay.s3.errors import S3Error
 
-if TYPE_CHECKING:  # config imports this module: keep prometheus out of it
-    from s3relay.ops.metrics import RelayMetrics
+
+class RefusalCounter(Protocol):
+    """Where refusals are counted (``ops.metrics.RelayMetrics``)."""
+
+    def admission_refused(self, reason: str) -> None: ...
+
 
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 #: Longest forwarded-header value kept in an access record.
@@ -262,7 +266,7 @@ class Gate:
     """The checks above for one relay, counting refusals by rule, and the rate
     limiter's state (kept across reloads)."""
 
-    def __init__(self, clock: Clock, metrics: RelayMetrics) -> None:
+    def __init__(self, clock: Clock, metrics: RefusalCounter) -> None:
         self._limiter = RateLimiter(clock)
         self._metrics = metrics
 

@@ -18,16 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
+from s3relay.s3.addressing import Target
 from s3relay.s3.errors import S3Error
+from s3relay.s3.operations import ACCESS_CLASSES, Operation
 
-if TYPE_CHECKING:  # operations -> addressing -> config -> policy: types only
-    from s3relay.s3.addressing import Target
-    from s3relay.s3.operations import Operation
-
-#: The access classes the operation classifier sorts requests into.
-ACCESS_CLASSES = ("read", "list", "write", "delete", "multipart", "bucket-admin")
 ALL = "all"
 READ_ONLY = frozenset({"read", "list"})
 

@@ -36,10 +36,10 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ResponseFailed,
     ResponseNeverReceived,
-    _HTTP11ClientFactory,
 )
 from twisted.web.iweb import IAgent
 
+from s3relay.compat import HTTP11ClientFactory, use_client_factory
 from s3relay.config import SELF, ClientKey, Config
 from s3relay.credentials import sources as credsources
 from s3relay.credentials.answers import Fetched, SourceError
@@ -161,14 +161,14 @@ class Provider:
 
     def current(self) -> CredentialSet | None:
         """Valid credentials now, or None (and a refresh is started)."""
-        fetched = self._valid() if self._running else None
+        fetched = self.valid() if self._running else None
         if fetched is not None:
             return fetched.credentials
         self.kick()
-        inherited = self.predecessor._valid() if self.predecessor is not None else None
+        inherited = self.predecessor.valid() if self.predecessor is not None else None
         return inherited.credentials if inherited is not None else None
 
-    def _valid(self) -> Fetched | None:
+    def valid(self) -> Fetched | None:
         """The last fetched credentials, if they are still good to sign with."""
         fetched = self._current
         if fetched is None or fetched.expiry is None:
@@ -182,14 +182,14 @@ class Provider:
 
     def check(self) -> tuple[bool, str]:
         """Readiness: are there valid credentials?  Never I/O."""
-        fetched = self._valid()
+        fetched = self.valid()
         if fetched is not None:
             if fetched.expiry is None:
                 return True, "valid"
             return True, f"valid for {fetched.expiry - self._clock.seconds():.0f} s"
         state = self.breaker.state
         breaker = "" if state is State.CLOSED else f"; source circuit {state.name.lower()}"
-        if self.predecessor is not None and self.predecessor._valid() is not None:
+        if self.predecessor is not None and self.predecessor.valid() is not None:
             return True, (f"the previous config's credentials until new ones are fetched "
                           f"({self.last_error}{breaker})")
         return False, f"no valid credentials: {self.last_error}{breaker}"
@@ -275,7 +275,7 @@ class Provider:
             self._metrics.credential_source_state(self.name, new.value)
 
 
-class _QuietSourceFactory(_HTTP11ClientFactory):
+class _QuietSourceFactory(HTTP11ClientFactory):
     """A refresh every few minutes is not worth two "Starting factory" log lines."""
 
     noisy = False
@@ -284,7 +284,7 @@ class _QuietSourceFactory(_HTTP11ClientFactory):
 def make_source_agent(reactor: Any, ca_pem: bytes | None = None) -> IAgent:
     """An Agent for credential sources: no shared pool with the upstream, checked TLS."""
     pool = HTTPConnectionPool(reactor, persistent=False)
-    pool._factory = _QuietSourceFactory
+    use_client_factory(pool, _QuietSourceFactory)
     return Agent(reactor, contextFactory=UpstreamTLS(ca_pem), pool=pool)
 
 

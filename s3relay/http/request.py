@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, cast
 
 from twisted.web import server
 
+from s3relay.compat import client_gone
 from s3relay.s3.errors import S3Error, error_response, new_request_id
 
 
@@ -179,7 +180,7 @@ def write_error(request: RelayRequest, error: S3Error, resource: str = "") -> No
     Once the response has started, a status can no longer be sent: the
     connection is cut, so that the failure never looks like a short body.
     """
-    if request._disconnected or request.finishing:
+    if client_gone(request) or request.finishing:
         return
     if request.startedWriting:
         request.abortConnection()

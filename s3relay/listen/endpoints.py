@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from OpenSSL import SSL, crypto
 from twisted.internet import endpoints
@@ -37,11 +37,11 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
-from twisted.protocols import tls as _tls
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from s3relay.compat import TLSProtocol, handshake_done, parse_server, tls_failure_reason
 from s3relay.config import ConfigError, ServerConfig
 from s3relay.listen.tls import CertificateFacts, TlsSettings
 
@@ -155,13 +155,13 @@ def _plain_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     description = _with_backlog(description)
     if _scheme(description) != "ssl":
         return endpoints.serverFromString(reactor, description)
-    _, (port, _, _), kwargs = endpoints._parseServer(description, None)
+    (port, _, _), kwargs = parse_server(description)
     return endpoints.TCP4ServerEndpoint(reactor, port, **kwargs)
 
 
 def _options(description: str, tls: TlsSettings) -> CertificateOptions | None:
     if _scheme(description) == "ssl":
-        _, (_, _, parsed), _ = endpoints._parseServer(description, None)
+        (_, _, parsed), _ = parse_server(description)
         return certificate_options(
             tls, parsed.privateKey, parsed.certificate, parsed.extraCertChain,
             parsed.dhParameters,
@@ -357,20 +357,12 @@ class TLSServerEndpoint:
         return self._wrapped.listen(factory)
 
 
-if TYPE_CHECKING:
-    _TLSProtocol = TLSMemoryBIOProtocol
-else:  # write aggregation where Twisted has it (not in bookworm's 22.4)
-    _TLSProtocol = getattr(_tls, "BufferingTLSTransport", TLSMemoryBIOProtocol)
-
-
-class _CountingTLSProtocol(_TLSProtocol):
+class _CountingTLSProtocol(TLSProtocol):
     """Reports a connection whose TLS handshake failed (not a plain close)."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        effective = getattr(self, "_reason", None) or reason
-        failed = not getattr(self, "_handshakeDone", True) and isinstance(
-            effective.value, SSL.Error
-        )
+        effective = tls_failure_reason(self) or reason
+        failed = not handshake_done(self) and isinstance(effective.value, SSL.Error)
         super().connectionLost(reason)
         if failed:
             factory: Any = self.factory

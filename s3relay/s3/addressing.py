@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
-from s3relay.config import UpstreamConfig
 from s3relay.s3.errors import S3Error
 from s3relay.s3.sigv4 import uri_encode
 
@@ -77,7 +77,17 @@ def _checked(target: Target) -> Target:
     return target
 
 
-def upstream_location(target: Target, upstream: UpstreamConfig) -> tuple[str, str]:
+class UpstreamAddress(Protocol):
+    """Where the upstream is and how it names buckets (``config.UpstreamConfig``)."""
+
+    @property
+    def netloc(self) -> str: ...
+
+    @property
+    def addressing(self) -> str: ...
+
+
+def upstream_location(target: Target, upstream: UpstreamAddress) -> tuple[str, str]:
     """(Host header, encoded path) of ``target`` at the upstream."""
     key = uri_encode(target.key, safe="/")
     if target.bucket is None:

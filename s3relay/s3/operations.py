@@ -22,11 +22,12 @@ from typing import NoReturn
 from urllib.parse import unquote_to_bytes
 from xml.parsers import expat
 
-from s3relay.access.policy import ACCESS_CLASSES
 from s3relay.s3.addressing import Target
 from s3relay.s3.errors import S3Error
 from s3relay.s3.safexml import S3_NS, hardened_parser
 
+#: The access classes operations are sorted into (``[client:NAME] operations``).
+ACCESS_CLASSES = ("read", "list", "write", "delete", "multipart", "bucket-admin")
 READ, LIST, WRITE, DELETE, MULTIPART, ADMIN = ACCESS_CLASSES
 
 

@@ -12,18 +12,21 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     URI,
     Agent,
     HTTPConnectionPool,
-    _HTTP11ClientFactory,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
-from s3relay.compat import size_transport
+from s3relay.compat import (
+    HTTP11ClientFactory,
+    HTTP11ClientProtocol,
+    size_transport,
+    use_client_factory,
+)
 from s3relay.config import UpstreamConfig
 from s3relay.upstream.tls import UpstreamTLS
 
@@ -162,7 +165,7 @@ class _TunedClientProtocol(HTTP11ClientProtocol):
             self._buffers.release(self.transport)
 
 
-class _QuietFactory(_HTTP11ClientFactory):
+class _QuietFactory(HTTP11ClientFactory):
     """Builds tuned connections; one upstream connection is not worth two log lines."""
 
     noisy = False
@@ -215,9 +218,7 @@ def make_agent(
     gives up after ``connect_timeout`` seconds ([server] connect_timeout);
     upstream sockets take their buffer size from ``buffers``."""
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool._factory = partial(  # type: ignore[assignment]  # called like the class
-        _QuietFactory, buffers=buffers or BufferBudget()
-    )
+    use_client_factory(pool, partial(_QuietFactory, buffers=buffers or BufferBudget()))
     pool.maxPersistentPerHost = upstream.max_connections
     pool.cachedConnectionTimeout = POOL_IDLE_SECONDS
     # The Exchange retries a request whose connection died unanswered (retry.py),

@@ -22,14 +22,10 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionAborted, TimeoutError
 from twisted.python.failure import Failure
-from twisted.web._newclient import ConnectionAborted as RequestAborted
-from twisted.web._newclient import (
-    RequestNotSent,
-    RequestTransmissionFailed,
-    ResponseNeverReceived,
-)
+from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 
 from s3relay.body.producer import StreamingBody
+from s3relay.compat import RequestAborted, RequestNotSent
 
 #: RFC 9110 §9.2.2 idempotent methods S3 uses.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})

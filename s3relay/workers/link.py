@@ -26,7 +26,7 @@ import socket
 import struct
 from typing import Any, Callable
 
-from twisted.internet._posixstdio import StandardIO  # POSIX: a fd for each direction
+from twisted.internet import stdio
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -36,6 +36,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3relay.compat import accept_one_per_wakeup
 from s3relay.config import ConfigError, ServerConfig
 from s3relay.listen.endpoints import listen_endpoint
 from s3relay.ops.management import Readiness, ReadinessReport
@@ -98,29 +99,11 @@ class _AdoptingReactor:
                   interface: str = "") -> IListeningPort:
         adopted: IListeningPort = self._reactor.adoptStreamPort(self._fd, self._family, factory)
         os.close(self._fd)  # adoptStreamPort duplicated it
-        _accept_one_per_wakeup(adopted)
+        accept_one_per_wakeup(adopted)
         return adopted
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
-
-
-def _accept_one_per_wakeup(port: Any) -> None:
-    """Make ``port`` accept one connection each time the reactor finds it readable.
-
-    Twisted's port accepts up to ``numberAccepts`` (100 at first) queued
-    connections per wake-up.  Every worker wakes for the shared socket, and
-    the first took a whole burst -- a client pool opening 16 keep-alive
-    connections kept one worker busy and the other idle.  One at a time,
-    the workers take turns, and a busy one, slower back to its poll, takes fewer.
-    """
-    read = port.doRead
-
-    def doRead() -> Any:
-        port.numberAccepts = 1
-        return read()
-
-    port.doRead = doRead
 
 
 def worker_endpoint(
@@ -160,11 +143,13 @@ class WorkerLink(Protocol):
     @classmethod
     def connect(cls, reactor: Any, metrics: RelayMetrics) -> WorkerLink:
         link = cls(reactor, metrics)
-        StandardIO(link, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)
-        reactor.addSystemEventTrigger("before", "shutdown", link._shutting_down)
+        # POSIX's StandardIO (a descriptor each way); mypy reads Windows' signature.
+        standard_io: Any = stdio.StandardIO
+        standard_io(link, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)
+        reactor.addSystemEventTrigger("before", "shutdown", link.shutting_down)
         return link
 
-    def _shutting_down(self) -> None:
+    def shutting_down(self) -> None:
         self._stopping = True
 
     def notify(self, message: bytes) -> None:

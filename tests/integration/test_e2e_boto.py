@@ -11,7 +11,12 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests import harness
-from tests.integration.conftest import CLIENT_KEY, boto_client, needs_trailers, relay_config
+from tests.integration.conftest import (
+    CLIENT_KEY,
+    boto_client,
+    needs_trailers,
+    relay_config,
+)
 from tests.tcptap import TcpTap
 
 AWKWARD_KEYS = [

@@ -41,9 +41,9 @@ from botocore.exceptions import ClientError
 
 from tests import harness
 from tests.integration.conftest import CLIENT_KEY, relay_config
+from tests.integration.test_e2e_faults import put_head, quiet_usage, settle
 from tests.rawclient import sign
 from tests.tcptap import TcpTap
-from tests.integration.test_e2e_faults import put_head, quiet_usage, settle
 
 KiB = 1024
 CLIENTS = 4

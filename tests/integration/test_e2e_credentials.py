@@ -29,10 +29,10 @@ from botocore.exceptions import ClientError
 
 from s3relay import cli
 from tests import harness
-from tests.integration.conftest import CLIENT_KEY, HOSTNAME, boto_client
 from tests.fake_imds import FakeIMDS
 from tests.fake_oidc import FakeOIDC
 from tests.fake_vault import FakeVault
+from tests.integration.conftest import CLIENT_KEY, HOSTNAME, boto_client
 
 ALLOW_ALL = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
              '"Action":"*","Resource":"*"}]}')

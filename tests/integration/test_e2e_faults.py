@@ -19,7 +19,6 @@ import requests
 
 from s3relay.s3 import sigv4
 from tests import harness
-from tests.integration.conftest import CLIENT_KEY, relay_config
 from tests.fault_upstream import (
     Answer,
     FaultUpstream,
@@ -29,6 +28,7 @@ from tests.fault_upstream import (
     s3_ok,
     stale_after_first,
 )
+from tests.integration.conftest import CLIENT_KEY, relay_config
 from tests.rawclient import Reply, send, sign
 from tests.tcptap import TcpTap
 

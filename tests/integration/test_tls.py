@@ -21,7 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import harness
 from tests.certs import Authority, make_ca, make_client_certificate
-from tests.integration.conftest import OTHER_KEY, boto_client, needs_trailers, relay_config
+from tests.integration.conftest import (
+    OTHER_KEY,
+    boto_client,
+    needs_trailers,
+    relay_config,
+)
 
 
 def test_alpn_offering_client_negotiates_http11(tls_relay: harness.Relay,
