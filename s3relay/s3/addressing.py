@@ -16,7 +16,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 from s3relay.s3.errors import S3Error
-from s3relay.s3.sigv4 import uri_encode
+from s3relay.s3.signing import uri_encode
 
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 

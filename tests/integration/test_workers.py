@@ -36,17 +36,16 @@ from s3relay.ops.metrics import RelayMetrics
 from s3relay.s3 import sigv4
 from s3relay.workers.link import MAX_FRAME, Frames, frame, worker_endpoint
 from s3relay.workers.metricsum import Totals, parse
-from s3relay.workers.supervisor import (
+from s3relay.workers.pool import (
     BACKOFF_FIRST,
     MAX_FAILURES,
-    METRICS_TIMEOUT,
-    PRIVATE_ENV,
     READINESS_POLL,
     STABLE_AFTER,
     STOP_MARGIN,
     WorkerPool,
-    worker_command,
 )
+from s3relay.workers.process import PRIVATE_ENV, worker_command
+from s3relay.workers.reports import METRICS_TIMEOUT
 from tests import harness
 from tests.integration.conftest import CLIENT_KEY, boto_client, relay_config, works
 from tests.rawclient import sign
