@@ -34,6 +34,7 @@ __all__ = [
     "accept_one_per_wakeup",
     "client_gone",
     "handshake_done",
+    "keep_connection_header",
     "parse_server",
     "tls_failure_reason",
     "size_transport",
@@ -68,6 +69,25 @@ def handshake_done(protocol: tls.TLSMemoryBIOProtocol) -> bool:
 def tls_failure_reason(protocol: tls.TLSMemoryBIOProtocol) -> Any:
     """The failure TLS recorded before the connection was lost, if any."""
     return getattr(protocol, "_reason", None)
+
+
+def keep_connection_header(protocol: HTTP11ClientProtocol) -> Callable[[Any], Any]:
+    """A callback for the response to the request ``protocol`` just sent,
+    putting back the ``Connection`` header the response had.
+
+    Twisted's client parser keeps ``Connection`` among its connection
+    headers, out of ``response.headers``; the relay needs it to drop the
+    headers it names (RFC 9110 §7.6.1).
+    """
+    parser = protocol._parser
+
+    def keep(response: Any) -> Any:
+        values = parser.connHeaders.getRawHeaders(b"connection") if parser is not None else None
+        if values:
+            response.headers.setRawHeaders(b"connection", values)
+        return response
+
+    return keep
 
 
 def accept_one_per_wakeup(port: Any) -> None:

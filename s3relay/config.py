@@ -42,7 +42,6 @@ from s3relay.ini import Section
 from s3relay.ini import names as _names
 from s3relay.listen.tls import Subject, TlsSettings, parse_binding, parse_tls
 from s3relay.ops.keylog import KeyLogging, parse_key_logging
-from s3relay.s3.errors import S3Error
 from s3relay.upstream.transforms import NO_TRANSFORMS, Transforms, parse_transforms
 from s3relay.workers.config import parse_workers
 
@@ -141,24 +140,6 @@ class Config:
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
 
-    def upstream_credentials(self, client: ClientKey) -> CredentialSet:
-        """The credential set that re-signs ``client``'s requests, if it is static.
-
-        A set fetched at run time has no value here: s3relay.credentials.provider
-        answers for those, and without it the request fails closed.
-        """
-        if client.credentials == SELF:
-            return CredentialSet(
-                f"client:{client.name}", client.access_key_id, client.secret_access_key
-            )
-        if client.credentials not in self.credentials:
-            raise S3Error(
-                "ServiceUnavailable",
-                "The relay has no upstream credentials right now; please retry.",
-                503,
-                f"credential set {client.credentials} is not static and has no provider",
-            )
-        return self.credentials[client.credentials]
 
 
 def _policy(section: Section, multipart: bool = True) -> ClientPolicy:

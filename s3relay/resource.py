@@ -1,6 +1,9 @@
 # -*- test-case-name: tests.unit.test_resource -*-
 """The relay resource: authenticate, translate, re-sign, hand over to an Exchange.
 
+``_decide`` turns a request's head into a frozen ``Decision`` or an S3Error;
+the request's ``Outcome`` answers a refusal and logs either way.
+
 ``render`` runs when a request's headers have arrived (see ``channel``), so
 every decision here is made before the first body byte is read, and a
 refused request never reaches the upstream.
@@ -24,10 +27,12 @@ from s3relay.access.policy import authorize
 from s3relay.body import multidelete
 from s3relay.body.plan import plan_body
 from s3relay.config import ClientKey, Config
-from s3relay.credentials.provider import CredentialProviders
-from s3relay.exchange import Exchange, Monitor
+from s3relay.credentials.service import CredentialProviders
+from s3relay.decision import Decision
+from s3relay.exchange import Exchange
 from s3relay.http.limits import check_declared_size
 from s3relay.http.request import RelayRequest
+from s3relay.outcome import AccessRecord, Monitor, Outcome
 from s3relay.s3 import sigv4
 from s3relay.s3.addressing import parse_target
 from s3relay.s3.errors import S3Error
@@ -55,10 +60,11 @@ class RelayResource(Resource):
         config: Config,
         agent: IAgent,
         monitor: Monitor,
-        credentials: CredentialProviders | None = None,
+        credentials: CredentialProviders,
     ) -> None:
         super().__init__()
-        #: Fetched upstream credentials (None: static sets only, others fail closed).
+        #: Every credential set's provider, static and fetched: the one path
+        #: to upstream credentials (a 503 while a set has none valid).
         self._credentials = credentials
         self._config = config
         self._agent = agent
@@ -74,11 +80,6 @@ class RelayResource(Resource):
         """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
         self._config, self._agent = config, agent
 
-    def _upstream_credentials(self, config: Config, client: ClientKey) -> Any:
-        """The client's upstream credentials; a 503 S3Error when there are none valid."""
-        if self._credentials is None:
-            return config.upstream_credentials(client)
-        return self._credentials.for_client(config, client)
 
     def _secret_for(self, access_key: str) -> str | None:
         client = self._config.client(access_key)
@@ -86,32 +87,42 @@ class RelayResource(Resource):
 
     def render(self, request: RelayRequest) -> int:
         request.defaultContentType = None
-        exchange = Exchange(
-            request, self._agent, request.requestId, request.path.decode("latin-1"), self._monitor
+        config = self._config
+        record = AccessRecord(
+            request.requestId, request.method.decode("latin-1"), request.path.decode("latin-1")
         )
-        exchange.key_text = self._config.server.log_keys.key_text(self._key_salt)
+        outcome = Outcome(
+            request, record, self._monitor, config.server.log_keys.key_text(self._key_salt)
+        )
         try:
-            self._relay(request, exchange, request_headers(request))
+            decision = self._decide(config, request, record, request_headers(request))
         except S3Error as e:
-            exchange.refuse(e)
+            outcome.refuse(e)
+            return NOT_DONE_YET
+        Exchange(request, self._agent, decision, outcome, self._monitor).start()
         return NOT_DONE_YET
 
-    def _relay(
-        self, request: RelayRequest, exchange: Exchange, headers: Mapping[str, Sequence[str]]
-    ) -> None:
-        config = self._config
-        method = request.method.decode("latin-1")
+    def _decide(
+        self,
+        config: Config,
+        request: RelayRequest,
+        record: AccessRecord,
+        headers: Mapping[str, Sequence[str]],
+    ) -> Decision:
+        """Authenticate, authorize and re-sign ``request``, noting on
+        ``record`` what is learnt; an S3Error refuses it."""
+        method = record.method
         raw_path, _, raw_query = request.uri.partition(b"?")
         peer = admission.peer_address(request.getClientAddress())
-        origin, exchange.origin = admission.origin_of(config.server.admission, peer, headers)
+        origin, record.origin = admission.origin_of(config.server.admission, peer, headers)
         self._gate.check_connection(
             config.server.admission, config.server.hostnames, origin, headers
         )
         check_declared_size(headers, request.bodyLength, config.server.limits)
         host = (headers.get("host") or [""])[0]
         target = parse_target(host, raw_path, config.server.hostnames)
-        exchange.resource = target.resource
-        exchange.bucket, exchange.key = target.bucket, target.key
+        record.path = target.resource
+        record.bucket, record.key = target.bucket, target.key
         now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
         pairs = sigv4.query_pairs(raw_query)
         if config.anonymous is not None and anonymous.is_unsigned(headers, raw_query):
@@ -131,12 +142,12 @@ class RelayResource(Resource):
             )
             client = config.client(verified.access_key)
         assert client is not None  # verify() only accepts known keys
-        exchange.client = client.name
+        record.client = client.name
         self._gate.check_client(client.name, client.admission, origin)
         check_binding(client.name, client.certificate_subject, request.channel.transport)
         query_names = {name for name, _ in pairs}
         operation = classify(method, target, query_names, headers)
-        exchange.operation = operation.name
+        record.operation = operation.name
         # A repeated parameter is left out: the policy must not check one value
         # while the upstream uses another (a prefix-restricted listing without
         # its one prefix is refused).
@@ -158,8 +169,9 @@ class RelayResource(Resource):
             plan, body_filter = multidelete.hold_for_check(
                 plan, body_filter, client.policy, client.name, target.bucket
             )
+        rewrite = None
         if operation.name == "ListBuckets" and client.policy.buckets is not None:
-            exchange.rewrite = Rewrite(
+            rewrite = Rewrite(
                 partial(filter_buckets, allowed=client.policy.bucket_allowed),
                 MAX_LIST_BUCKETS_BYTES,
             )
@@ -170,14 +182,22 @@ class RelayResource(Resource):
             b"X-Amz-Signature" in query_names,
             headers,
             plan,
-            self._upstream_credentials(config, client),
+            self._credentials.for_client(config, client),
             config.upstream,
             now,
             self._keys,
             config.transforms.headers_for(operation.name, client.name, target.bucket),
             decoded_query=pairs,
         )
-        exchange.on_end = self._gate.admit(
-            config.server.admission, client.name, client.admission
-        ).release
-        exchange.start(upstream_request, plan, body_filter)
+        release = self._gate.admit(config.server.admission, client.name, client.admission).release
+        return Decision(
+            client.name,
+            target,
+            operation,
+            plan,
+            body_filter,
+            upstream_request,
+            rewrite,
+            release,
+            config.server.limits.first_byte_timeout,
+        )

@@ -11,12 +11,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from s3relay.config import ConfigError, load_config
-from s3relay.credentials.provider import (
+from s3relay.credentials.service import (
     CredentialProviders,
     SourceWorld,
     make_source_agent,
 )
-from s3relay.exchange import Monitor
+from s3relay.outcome import Monitor
 from s3relay.http.connections import GracefulShutdown
 from s3relay.http.site import make_site
 from s3relay.listen.endpoints import ListenerTls, listen_endpoint

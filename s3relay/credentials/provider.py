@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_provider -*-
-"""Upstream credentials fetched at run time, kept fresh in the background.
+"""One fetched credential set's credentials, kept fresh in the background.
 
-One ``Provider`` per remote credential set holds its current credentials and
+A ``Provider`` per remote credential set holds its current credentials and
 refreshes them ``margin`` (+ random ``jitter``) seconds before they expire.
 Requests only ever read ``current()``: they never wait for a refresh.  When
 a set has no valid credentials at all (not fetched yet, expired, source
@@ -11,54 +11,28 @@ not-ready, and a refresh is started; recovery needs nobody.
 Failures are retried with a doubling delay, and a circuit breaker per source
 stops calling a source that keeps failing until its open interval passed.
 
-``CredentialProviders`` owns the providers of one config and rebuilds them
-on reload: a set whose spec did not change keeps its provider and its
-current credentials (and refreshes at once); a changed one gets a new
-provider, which signs with the old one's last valid credentials until its
-own first fetch ends; the others are stopped.
+This module is the refresh loop of one set, given a ``fetch`` function;
+which function, and the registry of every set's provider that a reload
+rebuilds, are ``s3relay.credentials.service``.
 """
 
 from __future__ import annotations
 
 import random as _random
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
-from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
-from twisted.web.iweb import IAgent
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from s3relay.compat import HTTP11ClientFactory, use_client_factory
-from s3relay.config import SELF, ClientKey, Config
-from s3relay.credentials import sources as credsources
 from s3relay.credentials.answers import Fetched, SourceError
+from s3relay.credentials.base import SetProvider
 from s3relay.credentials.breaker import Breaker, State
-from s3relay.credentials.spec import (
-    AssumeRoleSpec,
-    ChainSpec,
-    CredentialSet,
-    CredentialSpec,
-    OidcSpec,
-    Refresh,
-    StaticSpec,
-    VaultSpec,
-    WebIdentitySpec,
-    sources_first,
-)
+from s3relay.credentials.spec import CredentialSet, Refresh
 from s3relay.ops.metrics import RelayMetrics
-from s3relay.s3.errors import S3Error
-from s3relay.upstream.tls import UpstreamTLS
 
 log = Logger(namespace="s3relay.credentials.provider")
 
@@ -105,7 +79,7 @@ def describe(failure: Failure) -> str:
     return type(failure.value).__name__
 
 
-class Provider:
+class Provider(SetProvider):
     """The current credentials of one remote credential set."""
 
     def __init__(
@@ -140,7 +114,7 @@ class Provider:
         #: ends, so that a reload does not turn requests away meanwhile.  Only
         #: that long: a failed first fetch fails closed, as any outage does,
         #: rather than keep signing with what the operator replaced.
-        self.predecessor: Provider | None = None
+        self.predecessor: SetProvider | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -273,162 +247,3 @@ class Provider:
         )
         if self._metrics is not None:
             self._metrics.credential_source_state(self.name, new.value)
-
-
-class _QuietSourceFactory(HTTP11ClientFactory):
-    """A refresh every few minutes is not worth two "Starting factory" log lines."""
-
-    noisy = False
-
-
-def make_source_agent(reactor: Any, ca_pem: bytes | None = None) -> IAgent:
-    """An Agent for credential sources: no shared pool with the upstream, checked TLS."""
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    use_client_factory(pool, _QuietSourceFactory)
-    return Agent(reactor, contextFactory=UpstreamTLS(ca_pem), pool=pool)
-
-
-@dataclass
-class SourceWorld:
-    """What providers need from the outside, injected."""
-
-    reactor: Any
-    #: The pool botocore's blocking chain runs in (asked for at the first use:
-    #: ``reactor.getThreadPool`` starts one).
-    threadpool: Callable[[], ThreadPool]
-    #: An Agent trusting ``ca_pem`` (None: the system's CAs).
-    agent: Callable[[bytes | None], IAgent]
-    metrics: RelayMetrics | None = None
-    random: Callable[[], float] | None = None
-
-
-class CredentialProviders(Service):
-    """The providers of the running config's remote credential sets."""
-
-    def __init__(self, config: Config, world: SourceWorld) -> None:
-        self._config = config
-        self._world = world
-        self._providers: dict[str, Provider] = {}
-        self._specs: dict[str, CredentialSpec] = {}
-
-    # -- service ------------------------------------------------------------------
-
-    def startService(self) -> None:
-        super().startService()
-        self._install(self._config)
-
-    def stopService(self) -> None:
-        for provider in self._providers.values():
-            provider.stop()
-        return super().stopService()
-
-    def reconfigure(self, config: Config) -> None:
-        """Use ``config``'s credential sets from now on (SIGHUP reload)."""
-        self._config = config
-        if self.running:
-            self._install(config)
-
-    def _install(self, config: Config) -> None:
-        old, self._providers = self._providers, {}
-        old_specs, self._specs = self._specs, {}
-        for name in sources_first(config.credential_specs):
-            spec = config.credential_specs[name]
-            if isinstance(spec, StaticSpec):
-                continue
-            kept = old.pop(name, None)
-            if kept is not None and old_specs.get(name) == spec:
-                self._providers[name] = kept
-                kept.kick()
-            else:
-                provider = self._build(spec)
-                if kept is not None:
-                    kept.stop()
-                    provider.predecessor = kept
-                self._providers[name] = provider
-                provider.start()
-            self._specs[name] = spec
-        for provider in old.values():
-            provider.stop()
-
-    # -- the request path ---------------------------------------------------------
-
-    def current(self, name: str) -> CredentialSet | None:
-        """Credential set ``name`` now: static from the config, fetched, or None."""
-        if name in self._config.credentials:
-            return self._config.credentials[name]
-        provider = self._providers.get(name)
-        return provider.current() if provider is not None else None
-
-    def for_client(self, config: Config, client: ClientKey) -> CredentialSet:
-        """The credentials that re-sign ``client``'s request, or a 503 S3Error."""
-        if client.credentials == SELF or client.credentials in config.credentials:
-            return config.upstream_credentials(client)
-        provider = self._providers.get(client.credentials)
-        credentials = provider.current() if provider is not None else None
-        if credentials is None:
-            raise S3Error(
-                "ServiceUnavailable",
-                "The relay has no valid upstream credentials right now; please retry.",
-                503,
-                f"credential set {client.credentials} has no valid credentials",
-            )
-        return credentials
-
-    def check(self) -> tuple[bool, str]:
-        """Readiness: every set a client uses has valid credentials."""
-        used = {c.credentials for c in self._config.clients.values()}
-        details, ok = [], True
-        for name, provider in sorted(self._providers.items()):
-            if name not in used:
-                continue
-            good, detail = provider.check()
-            ok = ok and good
-            details.append(f"{name}: {detail}")
-        return ok, "; ".join(details) or "static credentials only"
-
-    def provider(self, name: str) -> Provider | None:
-        return self._providers.get(name)
-
-    # -- building -------------------------------------------------------------------
-
-    def _build(self, spec: CredentialSpec) -> Provider:
-        world = self._world
-        fetch = self._fetch_for(spec)
-        refresh = getattr(spec, "refresh", Refresh())
-        return Provider(spec.name, fetch, refresh, world.reactor, world.metrics, world.random)
-
-    def _fetch_for(self, spec: CredentialSpec) -> Fetch:
-        world = self._world
-        if isinstance(spec, ChainSpec):
-            return lambda: credsources.chain(world.reactor, world.threadpool(), spec)
-        if isinstance(spec, VaultSpec):
-            agent = world.agent(spec.ca_pem)
-            return lambda: Deferred.fromCoroutine(
-                credsources.vault(agent, spec, world.reactor.seconds)
-            )
-        agent = world.agent(None)
-        if isinstance(spec, AssumeRoleSpec):
-            return lambda: Deferred.fromCoroutine(self._assume_role(agent, spec))
-        if isinstance(spec, WebIdentitySpec):
-            return lambda: Deferred.fromCoroutine(
-                credsources.assume_role_with_web_identity(
-                    agent, spec.name, spec.sts, credsources.read_token_file(spec.token_file)
-                )
-            )
-        assert isinstance(spec, OidcSpec)
-        return lambda: Deferred.fromCoroutine(self._oidc(agent, spec))
-
-    async def _assume_role(self, agent: IAgent, spec: AssumeRoleSpec) -> Fetched:
-        source = self.current(spec.source)
-        if source is None:
-            raise SourceError(f"source credentials {spec.source} have no valid credentials")
-        return await credsources.assume_role(
-            agent, spec.name, spec.sts, spec.external_id, source
-        )
-
-    async def _oidc(self, agent: IAgent, spec: OidcSpec) -> Fetched:
-        secret = credsources.read_secret(spec.client_secret.read)
-        token = await credsources.oauth_token(
-            agent, spec.token_url, spec.client_id, secret, spec.scope
-        )
-        return await credsources.assume_role_with_web_identity(agent, spec.name, spec.sts, token)

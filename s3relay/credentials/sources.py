@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.integration.test_e2e_credentials -*-
 """Fetching credentials from each remote source, once, as a Deferred.
 
-One function per ``source``; ``s3relay.credentials.provider`` decides when to call
-them.  HTTP goes through treq over an injected Agent; botocore's credential
-chain blocks (files, IMDS with its own sockets), so it runs in an injected
-thread pool, never on the reactor thread.  STS calls are signed with
-botocore's SigV4 signer and sent with treq: no botocore client, whose
-memory cost (DESIGN.md §6) buys nothing here.
+One function per ``source``; ``s3relay.credentials.service`` picks it and
+``s3relay.credentials.provider`` decides when to call it.  HTTP goes through
+treq over an injected Agent; botocore's credential chain blocks (files, IMDS
+with its own sockets), so it runs in an injected thread pool, never on the
+reactor thread.  STS calls are signed with botocore's SigV4 signer and sent
+with treq: no botocore client, whose memory cost (DESIGN.md §6) buys nothing
+here.
 
 Answers are read with a cap (``MAX_ANSWER``): a source that streams
 without end cannot grow the relay.

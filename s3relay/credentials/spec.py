@@ -3,8 +3,9 @@
 
 Each section names a ``source`` (default ``static``, so configs written before
 there were sources keep working) and that source's keys.  Parsing yields a
-frozen spec per set; ``s3relay.credentials.provider`` turns the remote ones into
-providers that fetch and refresh at run time.  Nothing here touches the
+frozen spec per set; ``s3relay.credentials.service`` turns each into a
+provider: the static ones hold their keys, the remote ones fetch and refresh
+them at run time.  Nothing here touches the
 network, so ``s3relay --check-config`` can validate a config offline.
 
 Secret files must not be open to other users: a key file an operator forgot

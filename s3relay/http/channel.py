@@ -11,6 +11,7 @@ module, and ``tests/unit/test_channel.py`` pins the hook order it relies on.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
@@ -21,6 +22,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from s3relay.http.headers import valid_field, wire_name
+from s3relay.http.idle import IdleTimer, cancel
 from s3relay.http.limits import DEFAULT_LIMITS, Limits
 from s3relay.ops.metrics import RelayMetrics
 from s3relay.s3.errors import (
@@ -45,51 +47,64 @@ log = Logger(namespace="s3relay")
 LINGER_SECONDS = 5.0
 
 
-#: Seconds an idle check may run late before it suspects this process, not
-#: the peer, stood still (see ``_idleCheck``).
-LATE = 0.5
 
-#: What a connection is doing, for the timers and for graceful shutdown.
-IDLE = "idle"  # between requests (keep-alive)
-HEAD = "head"  # reading a request line and headers
-BODY = "body"  # request dispatched, its body still arriving
-BUSY = "busy"  # request body complete, response under way
-CLOSED = "closed"
+class Phase(enum.Enum):
+    """What a connection is doing, for the timers and for graceful shutdown."""
+
+    IDLE = "idle"  # between requests (keep-alive)
+    HEAD = "head"  # reading a request line and headers
+    BODY = "body"  # request dispatched, its body still arriving
+    BUSY = "busy"  # request body complete, response under way
+    CLOSED = "closed"
+
+
+IDLE, HEAD, BODY, BUSY, CLOSED = Phase
+
 
 class RelayChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that hands requests over at the end of their headers.
 
-    It also owns the connection's timers (``limits``): ``header_timeout`` from
-    the first byte of a request to the end of its headers (slow-loris); the idle
-    timer, which fires only when no byte moved either way for ``idle_timeout``
-    seconds (an upload paused for the upstream counts the upstream's progress,
-    and waiting for the upstream's answer is ``first_byte_timeout``'s job); and
-    ``first_byte_timeout``.  Twisted's own timeout (reset only by reads, and
-    off while a response is written) is not used.  Requests that are not valid
-    HTTP, too large a head, and timeouts all get S3 XML errors.
+    It also owns the connection's client-side timers (``limits``):
+    ``header_timeout`` from the first byte of a request to the end of its
+    headers (slow-loris); the idle timer, which fires only when no byte moved
+    either way for ``idle_timeout`` seconds (an upload paused for the upstream
+    counts the upstream's progress; while the client waits for the upstream's
+    answer the timer holds, and the exchange's ``first_byte_timeout`` runs);
+    and the linger after a close.  Twisted's own timeout (reset only by reads,
+    and off while a response is written) is not used.  Requests that are not
+    valid HTTP, too large a head, and timeouts all get S3 XML errors.
+
+    Its dependencies arrive with it (``RelaySite.buildProtocol``): the limits,
+    where connections are counted, whether it is one past ``max_connections``,
+    and who hears of its end.
     """
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        metrics: RelayMetrics | None = None,
+        overloaded: bool = False,
+        onClosed: Callable[[RelayChannel], None] | None = None,
+    ) -> None:
+        super().__init__()
+        #: Timeouts and head-size limits.
+        self.limits = limits
+        #: Where to count connections.
+        self.metrics = metrics
+        #: Answer the next request with 503 SlowDown and close (too many connections).
+        self.overloaded = overloaded
+        #: Called once the connection is gone (connection tracking).
+        self.onClosed = onClosed
 
     _bodyPaused = False
     #: The TCP or TLS transport (ITransport does not declare producer methods).
     transport: Any
-    #: Where to count connections (set by RelaySite).
-    metrics: RelayMetrics | None = None
-    #: Timeouts and head-size limits (set by RelaySite).
-    limits: Limits = DEFAULT_LIMITS
-    #: Answer the next request with 503 SlowDown and close (too many connections).
-    overloaded = False
-    #: Called once the connection is gone (connection tracking).
-    onClosed: Callable[[RelayChannel], None] | None = None
 
     _phase = IDLE
     _draining = False
-    _idleSeconds: float | None = None
-    _lastProgress = 0.0
-    _idleDue = 0.0
-    _lateChecked = False
-    _idleCall: IDelayedCall | None = None
+    #: No byte moved either way for ``idle_timeout`` (made with the connection).
+    _idle: IdleTimer | None = None
     _headCall: IDelayedCall | None = None
-    _firstByteCall: IDelayedCall | None = None
     _abortCall: IDelayedCall | None = None
     _lingerCall: IDelayedCall | None = None
     #: Closing now may leave request bytes unread (see ``LINGER_SECONDS``).
@@ -101,26 +116,31 @@ class RelayChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         # The idle timer is ours (see the class docstring): keep Twisted's off.
-        self._idleSeconds, self.timeOut = self.timeOut, None
+        factory = self.factory
+        self._idle = IdleTimer(
+            self.timeOut,
+            factory.reactor.seconds,
+            lambda delay, f: self.callLater(delay, f),  # as callLater is when it runs
+            self._idleTimedOut,
+        )
+        self.timeOut = None
         limits = self.limits
         # Twisted's own head limits stay as a backstop behind ours.
         self.MAX_LENGTH = max(limits.max_url_length + 64, limits.max_header_size) + 64
         self.totalHeadersSize = limits.max_url_length + limits.max_header_size + 1024
         self.maxHeaders = limits.max_headers + 10
         super().connectionMade()
-        self._touch()
-        self._armIdle()
+        self._idle.arm()
         if self.metrics is not None:
             self.metrics.connection_opened()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._phase = CLOSED
-        for call in (self._idleCall, self._headCall, self._firstByteCall, self._abortCall,
-                     self._lingerCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._idleCall = self._headCall = self._firstByteCall = self._abortCall = None
-        self._lingerCall = None
+        if self._idle is not None:
+            self._idle.stop()
+        for call in (self._headCall, self._abortCall, self._lingerCall):
+            cancel(call)
+        self._headCall = self._abortCall = self._lingerCall = None
         super().connectionLost(reason)
         if self.metrics is not None:
             self.metrics.connection_closed()
@@ -215,10 +235,8 @@ class RelayChannel(http.HTTPChannel):
         return persistent
 
     def allHeadersReceived(self) -> None:
-        if self._headCall is not None:
-            if self._headCall.active():
-                self._headCall.cancel()
-            self._headCall = None
+        cancel(self._headCall)
+        self._headCall = None
         if self.overloaded:
             self.refuseHead(slow_down("too many client connections (max_connections)"))
             return
@@ -259,7 +277,8 @@ class RelayChannel(http.HTTPChannel):
         if self._phase != CLOSED:
             self._phase = IDLE
         self._touch()
-        self._armIdle()
+        if self._idle is not None:
+            self._idle.arm()
         super().requestDone(request)
         if self._draining and self._phase == IDLE:
             self._close()
@@ -292,24 +311,20 @@ class RelayChannel(http.HTTPChannel):
         self.transport.write(response.body)
         self._close()
 
-    def _failRequest(self, error: S3Error, close: bool = True) -> None:
+    def _failRequest(self, error: S3Error) -> None:
+        """Answer the dispatched request with ``error`` (its exchange does), and close."""
         request = self.requests[-1] if self.requests else None
         if request is None or request.finishing:
-            if close:
-                self._close()
+            self._close()
             return
         if request.startedWriting:
             # Too late for a status: a cut connection, never a short body.
-            log.warn(
-                "aborting a response under way: {reason}", reason=error.reason
-            )
+            log.warn("aborting a response under way: {reason}", reason=error.reason)
             self.transport.abortConnection()
             return
-        if close:
-            self.persistent = False
+        self.persistent = False
         request.fail(error)
-        if close:
-            self._close()
+        self._close()
 
     def _close(self) -> None:
         """Close after the pending writes; abort if the peer does not let them drain."""
@@ -318,10 +333,10 @@ class RelayChannel(http.HTTPChannel):
         self._unread = self._unread or self._phase != IDLE
         self._phase = CLOSED
         self.persistent = False
-        for call in (self._idleCall, self._headCall, self._firstByteCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._idleCall = self._headCall = self._firstByteCall = None
+        if self._idle is not None:
+            self._idle.stop()
+        cancel(self._headCall)
+        self._headCall = None
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
         if not self.transport.disconnecting:
             self.loseConnection()
@@ -352,48 +367,11 @@ class RelayChannel(http.HTTPChannel):
 
     def _touch(self) -> None:
         """Bytes moved: the connection is not idle."""
-        self._lastProgress = self._now()
-        self._lateChecked = False
-
-    def _armIdle(self) -> None:
-        if self._idleSeconds is None or self._phase == CLOSED:
-            return
-        if self._firstByteCall is not None:
-            return  # waiting for the upstream is first_byte_timeout's business
-        if self._idleCall is None or not self._idleCall.active():
-            self._idleCall = self._idleAfter(self._idleSeconds)
-
-    def _idleAfter(self, seconds: float) -> IDelayedCall:
-        self._idleDue = self._now() + seconds
-        return self.callLater(seconds, self._idleCheck)
-
-    def _now(self) -> float:
-        factory = self.factory
-        return factory.reactor.seconds() if factory is not None else 0.0
-
-    def _idleCheck(self) -> None:
-        self._idleCall = None
-        if self._idleSeconds is None or self._phase == CLOSED or self._firstByteCall is not None:
-            return
-        now = self._now()
-        left = self._lastProgress + self._idleSeconds - now
-        if left > 0:
-            # Progress since the timer was set: check again when it could expire.
-            self._idleCall = self._idleAfter(left)
-            return
-        if now - self._idleDue > LATE and not self._lateChecked:
-            # The timer ran late: this process was held up (a loaded host), and
-            # bytes that arrived meanwhile are not read yet.  Let them count
-            # first: an iteration's I/O runs before the next timers.
-            self._lateChecked = True
-            self._idleCall = self.callLater(0, self._idleCheck)
-            self._idleDue = now
-            return
-        self._lateChecked = False
-        self._idleTimedOut()
+        if self._idle is not None:
+            self._idle.touch()
 
     def _idleTimedOut(self) -> None:
-        seconds = self._idleSeconds
+        seconds = self.factory.timeOut
         if self._phase == IDLE:
             self._close()
         elif self._phase == HEAD:
@@ -413,34 +391,16 @@ class RelayChannel(http.HTTPChannel):
                 request_timeout(f"request head not complete within header_timeout = {timeout}s")
             )
 
-    def startFirstByte(self) -> None:
-        """The whole request is upstream: its answer is due within first_byte_timeout."""
-        if self._firstByteCall is None and self._phase != CLOSED:
-            if self._idleCall is not None and self._idleCall.active():
-                self._idleCall.cancel()
-            self._idleCall = None
-            self._firstByteCall = self.callLater(
-                self.limits.first_byte_timeout, self._firstByteTimedOut
-            )
+    def holdIdle(self) -> None:
+        """The whole request is upstream and the client waits for the answer:
+        not idle (the exchange's ``first_byte_timeout`` runs instead)."""
+        if self._idle is not None and self._phase != CLOSED:
+            self._idle.hold()
 
-    def stopFirstByte(self) -> None:
-        call, self._firstByteCall = self._firstByteCall, None
-        if call is not None:
-            if call.active():
-                call.cancel()
-            self._touch()
-            self._armIdle()
-
-    def _firstByteTimedOut(self) -> None:
-        self._firstByteCall = None
-        timeout = self.limits.first_byte_timeout
-        # The request is complete: the connection may carry the next one.
-        self._failRequest(
-            upstream_timeout(f"no response headers within first_byte_timeout = {timeout}s"),
-            close=False,
-        )
-        self._touch()
-        self._armIdle()
+    def releaseIdle(self) -> None:
+        """The upstream answered (or gave up): the idle timer runs again."""
+        if self._idle is not None:
+            self._idle.release()
 
     # Graceful shutdown.
 

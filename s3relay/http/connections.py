@@ -45,15 +45,17 @@ class Connections:
         """Whether to take a new connection at all (even just to refuse it politely)."""
         return not self.draining and len(self.refused) < max_connections
 
-    def add(self, channel: RelayChannel, max_connections: int) -> None:
-        if len(self.served) >= max_connections:
-            channel.overloaded = True
-            self.refused.add(channel)
-        else:
-            self.served.add(channel)
-        channel.onClosed = self._closed
+    def over_limit(self, max_connections: int) -> bool:
+        """Whether a new connection would be one past ``max_connections``
+        (served only to hear 503 SlowDown)."""
+        return len(self.served) >= max_connections
 
-    def _closed(self, channel: RelayChannel) -> None:
+    def add(self, channel: RelayChannel) -> None:
+        """Count ``channel`` (built with ``over_limit``'s answer and ``closed``)."""
+        (self.refused if channel.overloaded else self.served).add(channel)
+
+    def closed(self, channel: RelayChannel) -> None:
+        """``channel`` is gone."""
         self.served.discard(channel)
         self.refused.discard(channel)
         if not self.served and not self.refused:

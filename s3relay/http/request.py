@@ -32,9 +32,9 @@ class RequestChannel(Protocol):
     transport: Any
     persistent: bool
 
-    def startFirstByte(self) -> None: ...
+    def holdIdle(self) -> None: ...
 
-    def stopFirstByte(self) -> None: ...
+    def releaseIdle(self) -> None: ...
 
     def pauseBody(self) -> None: ...
 
@@ -65,6 +65,10 @@ class RelayRequest(server.Request):
     failHandler: Callable[[S3Error], None] | None = None
     #: Whether the upstream request was sent and its response is still due.
     _awaitingUpstream = False
+    #: The response announced that the connection closes after it (``write``).
+    _closing = False
+    #: Runs once the client waits for the upstream (``awaitUpstream``).
+    _onWaiting: Callable[[], object] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,8 +98,8 @@ class RelayRequest(server.Request):
         self.bodyDone = True
         if self.bodyReceiver is not None:
             self.bodyReceiver.bodyComplete()
-        if self._awaitingUpstream and self.relayChannel is not None:
-            self.relayChannel.startFirstByte()
+        if self._awaitingUpstream:
+            self._waiting()
         if self._finishPending:
             server.Request.finish(self)
 
@@ -114,20 +118,29 @@ class RelayRequest(server.Request):
         if self.relayChannel is not None:
             self.relayChannel.resumeBody()
 
-    def awaitUpstream(self) -> None:
-        """The upstream request is on its way: once the body is complete, the
-        upstream has ``first_byte_timeout`` to answer, and the client waiting
-        for it is not idle."""
+    def awaitUpstream(self, waiting: Callable[[], object] | None = None) -> None:
+        """The upstream request is on its way.  Once the body is complete the
+        client waits for the upstream: the channel's idle timer holds, and
+        ``waiting`` runs (the exchange starts ``first_byte_timeout``)."""
         self._awaitingUpstream = True
-        if self.bodyDone and self.relayChannel is not None:
-            self.relayChannel.startFirstByte()
+        self._onWaiting = waiting
+        if self.bodyDone:
+            self._waiting()
+
+    def _waiting(self) -> None:
+        if self.relayChannel is not None:
+            self.relayChannel.holdIdle()
+        waiting, self._onWaiting = self._onWaiting, None
+        if waiting is not None:
+            waiting()
 
     def upstreamAnswered(self) -> None:
         """The upstream's response headers arrived (or it failed)."""
         if self._awaitingUpstream:
             self._awaitingUpstream = False
+            self._onWaiting = None
             if self.relayChannel is not None:
-                self.relayChannel.stopFirstByte()
+                self.relayChannel.releaseIdle()
 
     def fail(self, error: S3Error) -> None:
         """Answer ``error`` (the channel decided: a timeout, a broken body)."""
@@ -151,20 +164,35 @@ class RelayRequest(server.Request):
         """Whether the response is complete (possibly waiting for the body to drain)."""
         return bool(self.finished) or self._finishPending
 
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and not self._bodyDrainable():
+            # The response starts while more of the body is to come than
+            # ``finish`` would drain: the connection closes after it, so
+            # its head says so (RFC 9112 §9.6).
+            self._closing = True
+            self.setHeader(b"connection", b"close")
+        super().write(data)
+
+    def _bodyDrainable(self) -> bool:
+        """Whether what is left of the body may be read and dropped, keeping
+        the connection.  A client still waiting for 100 Continue may never
+        send its body (it goes on to its next request): that is not drained."""
+        if self.bodyDone or self.channel is None:
+            return True
+        remaining = None if self.bodyLength is None else self.bodyLength - self.bodyReceived
+        return remaining == 0 or (
+            remaining is not None and remaining <= DRAIN_LIMIT and not self.expectContinue
+        )
+
     def finish(self) -> None:
         if self.bodyDone or self.channel is None or self.finished:
             server.Request.finish(self)
             return
         # The response ended before the body: Twisted would pop this request
         # and crash on the next body byte (DESIGN.md §1.7).  Drain a short
-        # remainder, keeping the connection; close on a long one.  A client
-        # still waiting for 100 Continue may never send its body (it goes on
-        # to its next request): close rather than read that as the body.
+        # remainder, keeping the connection; close on a long one.
         self.bodyReceiver = None
-        remaining = None if self.bodyLength is None else self.bodyLength - self.bodyReceived
-        if remaining == 0 or (
-            remaining is not None and remaining <= DRAIN_LIMIT and not self.expectContinue
-        ):
+        if not self._closing and self._bodyDrainable():
             self._finishPending = True
             self.resumeBody()
             return
@@ -172,7 +200,6 @@ class RelayRequest(server.Request):
             self.setHeader(b"connection", b"close")
         self.channel.persistent = False
         server.Request.finish(self)
-
 
 def write_error(request: RelayRequest, error: S3Error, resource: str = "") -> None:
     """Answer ``request`` with ``error`` as S3 would, under the request's id.

@@ -11,8 +11,8 @@ from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from s3relay.config import Config
-from s3relay.credentials.provider import CredentialProviders
-from s3relay.exchange import Monitor
+from s3relay.credentials.service import CredentialProviders
+from s3relay.outcome import Monitor
 from s3relay.http.channel import RelayChannel
 from s3relay.http.connections import Connections
 from s3relay.http.limits import DEFAULT_LIMITS, Limits
@@ -29,14 +29,25 @@ class RelaySite(Site):
 
     resource: RelayResource
 
-    protocol = RelayChannel  # type: ignore[assignment]
     requestFactory = RelayRequest
-    #: Counts connections (RelayChannel reports to it).
-    metrics: RelayMetrics | None = None
-    #: Timeouts and limits for new connections (``limits``; replaced on reload).
-    limits: Limits = DEFAULT_LIMITS
-    #: Open connections, for max_connections and graceful shutdown (``connections``).
-    connections: Connections | None = None
+
+    def __init__(
+        self,
+        resource: RelayResource,
+        reactor: IReactorTime,
+        metrics: RelayMetrics | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        idle_timeout: float | None = None,
+    ) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.timeOut = idle_timeout
+        self.displayTracebacks = False
+        #: Counts connections (each channel reports to it).
+        self.metrics = metrics
+        #: Timeouts and limits for new connections (replaced on reload).
+        self.limits = limits
+        #: Open connections, for max_connections and graceful shutdown.
+        self.connections = Connections()
 
     def log(self, request: Any) -> None:
         """No combined-format line: every request gets a structured access record."""
@@ -44,13 +55,18 @@ class RelaySite(Site):
     def buildProtocol(self, addr: Any) -> Any:
         connections = self.connections
         max_connections = self.limits.max_connections
-        if connections is not None and not connections.may_accept(max_connections):
+        if not connections.may_accept(max_connections):
             return None  # shutting down, or flooded: close at once
-        channel = super().buildProtocol(addr)
-        channel.metrics = self.metrics
-        channel.limits = self.limits
-        if connections is not None:
-            connections.add(channel, max_connections)
+        channel: Any = RelayChannel(
+            self.limits, self.metrics, connections.over_limit(max_connections), connections.closed
+        )
+        # What Site.buildProtocol and HTTPFactory.buildProtocol set, in public names.
+        channel.factory = self
+        channel.site = self
+        channel.requestFactory = self.requestFactory
+        channel.callLater = self.reactor.callLater
+        channel.timeOut = self.timeOut
+        connections.add(channel)
         return channel
 
 
@@ -59,12 +75,12 @@ def make_site(
     agent: IAgent,
     reactor: IReactorTime,
     monitor: Monitor,
-    credentials: CredentialProviders | None = None,
+    credentials: CredentialProviders,
 ) -> RelaySite:
-    site = RelaySite(RelayResource(config, agent, monitor, credentials), reactor=reactor)
-    site.metrics = monitor.metrics
-    site.timeOut = config.server.idle_timeout
-    site.limits = config.server.limits
-    site.connections = Connections()
-    site.displayTracebacks = False
-    return site
+    return RelaySite(
+        RelayResource(config, agent, monitor, credentials),
+        reactor,
+        monitor.metrics,
+        config.server.limits,
+        config.server.idle_timeout,
+    )

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from s3relay.config import Config, ConfigError, UpstreamConfig, load_config
-from s3relay.credentials.provider import CredentialProviders
+from s3relay.credentials.service import CredentialProviders
 from s3relay.http.site import RelaySite
 from s3relay.listen.endpoints import ListenerTls
 

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from s3relay.compat import (
     HTTP11ClientFactory,
     HTTP11ClientProtocol,
+    keep_connection_header,
     size_transport,
     use_client_factory,
 )
@@ -136,8 +137,10 @@ class BufferBudget:
                 size_transport(transport, size)
 
 
-class _TunedClientProtocol(HTTP11ClientProtocol):
-    """An upstream connection in the buffer budget while a request is out on it."""
+class UpstreamProtocol(HTTP11ClientProtocol):
+    """An upstream connection: in the buffer budget while a request is out on
+    it, and its responses keep their ``Connection`` header (so that the
+    headers it names are dropped)."""
 
     def __init__(self, quiescentCallback: Any, buffers: BufferBudget) -> None:
         super().__init__(self._quiescent)
@@ -149,7 +152,7 @@ class _TunedClientProtocol(HTTP11ClientProtocol):
         if not self._out:  # one count per connection while a request is out on it
             self._buffers.acquire(self.transport)
             self._out = True
-        return super().request(request)
+        return super().request(request).addCallback(keep_connection_header(self))
 
     def _quiescent(self, protocol: HTTP11ClientProtocol) -> None:
         self._release()
@@ -175,7 +178,7 @@ class _QuietFactory(HTTP11ClientFactory):
         self._buffers = buffers
 
     def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
-        return _TunedClientProtocol(self._quiescentCallback, self._buffers)
+        return UpstreamProtocol(self._quiescentCallback, self._buffers)
 
 
 @implementer(IAgentEndpointFactory)

@@ -337,32 +337,38 @@ def test_body_paused_for_the_upstream_is_not_client_idleness() -> None:
     assert s3_code(transport) == "ServiceUnavailable" and transport.disconnecting
 
 
-def test_waiting_for_the_upstream_is_first_byte_timeout_not_idle() -> None:
+def test_waiting_for_the_upstream_holds_the_idle_timer() -> None:
+    """Waiting for the upstream's answer is the exchange's first_byte_timeout,
+    not idleness: the channel's idle timer holds until the upstream answers."""
     probe = Probe()
     channel, transport, clock = connect_limited(probe)
     channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: h\r\n\r\n")
     request = probe.requests[0]
-    request.awaitUpstream()
-    clock.advance(LIMITS.first_byte_timeout - 0.1)  # well past idle_timeout
+    waiting: list[float] = []
+    request.awaitUpstream(lambda: waiting.append(clock.seconds()))
+    assert waiting == [0.0]  # the body is complete: the wait starts now
+    clock.advance(10 * IDLE)
     assert transport.value() == b""
-    clock.advance(0.2)
-    assert transport.value().startswith(b"HTTP/1.1 503 ")
+    request.upstreamAnswered()
+    clock.advance(IDLE + 0.1)  # no response under way: idle again, cut
     assert s3_code(transport) == "ServiceUnavailable"
-    assert not transport.disconnecting  # the request was complete: keep-alive
 
 
-def test_first_byte_clock_starts_when_the_body_is_complete() -> None:
+def test_the_upstream_wait_starts_when_the_body_is_complete() -> None:
     probe = Probe()
     channel, transport, clock = connect_limited(probe)
     channel.dataReceived(HEAD)
     request = probe.requests[0]
-    request.awaitUpstream()
+    waiting: list[float] = []
+    request.awaitUpstream(lambda: waiting.append(clock.seconds()))
     for _ in range(6):  # the body trickles in for 12 s
         clock.advance(2)
         channel.dataReceived(b"x")
     assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert waiting == []
     channel.dataReceived(b"xxxx")
-    clock.advance(LIMITS.first_byte_timeout - 0.1)
+    assert waiting == [12.0]
+    clock.advance(10 * IDLE)
     assert b"503" not in transport.value()
     request.upstreamAnswered()  # headers arrived: the idle timer is back
     request.setResponseCode(200)

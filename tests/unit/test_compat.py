@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -33,18 +35,21 @@ def test_pool_builds_protocols_with_its_factory() -> None:
     built: list[object] = []
 
     def factory(*args: object, **kwargs: object) -> object:
-        built.append(args)
-        return compat.HTTP11ClientFactory(*args, **kwargs)  # type: ignore[arg-type]
+        made = compat.HTTP11ClientFactory(*args, **kwargs)  # type: ignore[arg-type]
+        built.append(made)
+        return made
+
+    class Endpoint:
+        connected: list[object] = []
+
+        def connect(self, protocol_factory: object) -> Deferred[object]:
+            self.connected.append(protocol_factory)
+            return Deferred()
 
     compat.use_client_factory(pool, factory)
-    reactor = MemoryReactorClock()
-    pool = client.HTTPConnectionPool(reactor)
-    compat.use_client_factory(pool, factory)
-    agent = client.Agent(reactor, pool=pool)
-    agent.request(b"GET", b"http://127.0.0.1:9/")
-    host, port, *_ = reactor.tcpClients[0]
-    assert (host, port) == ("127.0.0.1", 9)
-    assert built, "the pool did not call the factory it was given"
+    endpoint = Endpoint()
+    pool.getConnection(("http", b"127.0.0.1", 9), endpoint)
+    assert built and endpoint.connected == built, "the pool did not use the factory it was given"
 
 
 def test_client_factory_takes_a_quiescent_callback_and_builds_http11() -> None:
@@ -165,3 +170,23 @@ def test_the_private_use_scan_finds_private_uses(tmp_path: Path) -> None:
         "def f(pool):\n    pool._factory = 1\n    self._ok = 2\n"
     )
     assert _private_uses(source) == ["1: from twisted.web._newclient", "2: import _Y", "4: ._factory"]
+
+
+def test_responses_keep_their_connection_header() -> None:
+    from twisted.web._newclient import Request as ClientRequest
+    from twisted.web.http_headers import Headers
+
+    protocol = compat.HTTP11ClientProtocol()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    request = ClientRequest(b"GET", b"/k", Headers({b"host": [b"h"]}), None, persistent=True)
+    responses: list[Any] = []
+    protocol.request(request).addCallback(compat.keep_connection_header(protocol)).addCallback(
+        responses.append
+    )
+    protocol.dataReceived(
+        b"HTTP/1.1 200 OK\r\nConnection: x-private\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n"
+    )
+    (response,) = responses
+    assert response.headers.getRawHeaders(b"connection") == [b"x-private"]
+    assert response.headers.getRawHeaders(b"x-private") == [b"1"]

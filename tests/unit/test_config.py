@@ -21,6 +21,7 @@ from s3relay.config import (
     load_config,
     parse_config,
 )
+from s3relay.credentials.service import static_only
 
 FULL = """\
 ; a comment
@@ -96,8 +97,8 @@ def test_full_config_values() -> None:
 
 def test_upstream_credentials_named_set_and_self() -> None:
     config = parse_config(FULL)
-    assert config.upstream_credentials(config.clients["backup"]) is config.credentials["main"]
-    assert config.upstream_credentials(config.clients["me"]) == CredentialSet(
+    assert static_only(config).for_client(config, config.clients["backup"]) is config.credentials["main"]
+    assert static_only(config).for_client(config, config.clients["me"]) == CredentialSet(
         "client:me", "AKIDME00000000", "me-secret/0003", None
     )
 
@@ -411,7 +412,7 @@ def test_two_sections_with_the_same_stripped_name_refused() -> None:
 def test_repr_has_no_secret() -> None:
     config = parse_config(FULL)
     for text in (repr(config), str(config), repr(config.clients), repr(config.credentials),
-                 repr(config.upstream_credentials(config.clients["me"]))):
+                 repr(static_only(config).for_client(config, config.clients["me"]))):
         for secret in SECRETS:
             assert secret not in text
     assert "AKIDBACKUP0000" in repr(config)  # the key ids are fine to show

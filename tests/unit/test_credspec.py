@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from s3relay.config import ConfigError, CredentialSet, parse_config
+from s3relay.credentials.service import static_only
 from s3relay.credentials.spec import (
     AssumeRoleSpec,
     ChainSpec,
@@ -51,7 +52,7 @@ def test_static_is_the_default_and_stays_in_credentials() -> None:
     )
     assert config.credential_specs["main"] == StaticSpec("main", CredentialSet("main", "AK", "SK"))
     assert config.credentials["main"] == CredentialSet("main", "AK", "SK")
-    assert config.upstream_credentials(config.clients["a"]) == CredentialSet("main", "AK", "SK")
+    assert static_only(config).for_client(config, config.clients["a"]) == CredentialSet("main", "AK", "SK")
 
 
 def test_static_explicit_with_files(tmp_path: Path) -> None:
@@ -333,7 +334,7 @@ def test_client_may_name_any_source(tmp_path: Path) -> None:
     from s3relay.s3.errors import S3Error
 
     with pytest.raises(S3Error) as info:  # without providers: fail closed
-        config.upstream_credentials(config.clients["a"])
+        static_only(config).for_client(config, config.clients["a"])
     assert (info.value.code, info.value.status) == ("ServiceUnavailable", 503)
 
 

@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import string
 from collections.abc import Mapping, Sequence
-from unittest import mock
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import botocore.auth
@@ -31,6 +30,7 @@ from s3relay.upstream.forward import (
     build_upstream_request,
     end_to_end,
 )
+from tests.unit.oracle import signing_at
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2024, 3, 1, 12, 30, 45, tzinfo=UTC)
@@ -114,7 +114,7 @@ def botocore_authorization(request: UpstreamRequest, credentials: CredentialSet 
     creds = Credentials(credentials.access_key_id, credentials.secret_access_key,
                         credentials.session_token)
     naive = now.astimezone(UTC).replace(tzinfo=None)
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=naive):
+    with signing_at(naive):
         _FixedPayload(creds, upstream.region, request.headers["x-amz-content-sha256"]
                       ).add_auth(aws)
     return aws.headers["Authorization"], aws.headers["X-Amz-Date"]

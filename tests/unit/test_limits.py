@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+)
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
 
 from s3relay.config import ConfigError, parse_config
 from s3relay.http.connections import Connections, GracefulShutdown
@@ -92,11 +100,13 @@ def test_declared_size_above_limit_is_entity_too_large(
 
 
 class FakeChannel:
-    overloaded = False
-    onClosed: Any = None
+    """Built the way RelaySite builds channels: admitted, then counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, connections: Connections, max_connections: int) -> None:
         self.drained = self.aborted = False
+        self.overloaded = connections.over_limit(max_connections)
+        self.onClosed: Any = connections.closed
+        connections.add(self)  # type: ignore[arg-type]
 
     def drain(self) -> None:
         self.drained = True
@@ -110,26 +120,23 @@ class FakeChannel:
 
 def test_connections_past_the_limit_are_marked_overloaded_and_bounded() -> None:
     connections = Connections()
-    channels = [FakeChannel() for _ in range(4)]
-    for channel in channels:
+    channels = []
+    for _ in range(4):
         assert connections.may_accept(2)
-        connections.add(channel, 2)  # type: ignore[arg-type]
+        channels.append(FakeChannel(connections, 2))
     assert [c.overloaded for c in channels] == [False, False, True, True]
     assert not connections.may_accept(2)  # two refusals pending: close at once
     channels[0].lose()
     channels[2].lose()
     assert connections.may_accept(2)
-    late = FakeChannel()
-    connections.add(late, 2)  # type: ignore[arg-type]
+    late = FakeChannel(connections, 2)
     assert late.overloaded is False
 
 
 def test_drain_waits_for_connections_then_stops_taking_any() -> None:
     clock = Clock()
     connections = Connections()
-    channels = [FakeChannel() for _ in range(2)]
-    for channel in channels:
-        connections.add(channel, 10)  # type: ignore[arg-type]
+    channels = [FakeChannel(connections, 10) for _ in range(2)]
     done = connections.drain(30, clock)
     assert all(c.drained for c in channels)
     assert not connections.may_accept(10)
@@ -147,8 +154,7 @@ def test_drain_waits_for_connections_then_stops_taking_any() -> None:
 def test_drain_aborts_what_is_left_after_the_grace() -> None:
     clock = Clock()
     connections = Connections()
-    slow = FakeChannel()
-    connections.add(slow, 10)  # type: ignore[arg-type]
+    slow = FakeChannel(connections, 10)
     service = GracefulShutdown(connections, lambda: 5.0, clock)
     service.startService()
     done = service.stopService()
@@ -186,14 +192,49 @@ def test_systemd_stop_timeout_outlasts_the_shutdown_grace() -> None:
     assert seconds > DEFAULT_LIMITS.shutdown_grace + 5
 
 
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _ImmediateResolver:
+    """Resolves every name to itself at once, as an IPv4 address."""
+
+    def resolveHostName(
+        self, receiver: Any, hostName: str, portNumber: int = 0, *args: Any, **kwargs: Any
+    ) -> Any:
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        receiver.addressResolved(IPv4Address("TCP", hostName, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IReactorPluggableNameResolver)
+class ResolvingReactor(MemoryReactorClock):
+    """A memory reactor with a name resolver (Twisted 22.4's has none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nameResolver = _ImmediateResolver()
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        old, self.nameResolver = self.nameResolver, resolver
+        return old
+
+
 def test_upstream_connect_timeout_reaches_the_connection_attempt() -> None:
-    from twisted.internet.testing import MemoryReactorClock
     from twisted.web.http_headers import Headers
 
     from s3relay.config import UpstreamConfig
     from s3relay.upstream.agent import make_agent
 
-    reactor = MemoryReactorClock()
+    reactor = ResolvingReactor()
     upstream = UpstreamConfig("http://127.0.0.1:9", "r1", "path", 4)
     agent = make_agent(reactor, upstream, 2.5)
     agent.request(b"GET", b"http://127.0.0.1:9/b/k", Headers())

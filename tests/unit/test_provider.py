@@ -22,13 +22,8 @@ from s3relay.credentials.answers import (
     parse_vault_login,
 )
 from s3relay.credentials.breaker import State
-from s3relay.credentials.provider import (
-    VALIDITY_FLOOR,
-    CredentialProviders,
-    Provider,
-    SourceWorld,
-    refresh_delay,
-)
+from s3relay.credentials.provider import VALIDITY_FLOOR, Provider, refresh_delay
+from s3relay.credentials.service import CredentialProviders, SourceWorld
 from s3relay.credentials.spec import CredentialSet, Refresh
 from s3relay.ops.metrics import RelayMetrics
 from s3relay.s3.errors import S3Error

@@ -1,0 +1,39 @@
+# -*- test-case-name: tests.unit.test_exchange -*-
+"""What the resource decided for a request it accepted.
+
+``RelayResource`` authenticates, authorizes and re-signs from the headers
+alone; the result is one frozen ``Decision`` that its ``Exchange`` takes
+whole, so that nothing about a relayed request is set on it from outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from s3relay.body.plan import BodyFilter, BodyPlan
+from s3relay.s3.addressing import Target
+from s3relay.s3.operations import Operation
+from s3relay.upstream.forward import UpstreamRequest
+from s3relay.upstream.response import Rewrite
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An accepted request, ready to go upstream."""
+
+    #: The authenticated client's name (``anonymous`` for unsigned requests).
+    client: str
+    target: Target
+    operation: Operation
+    #: How the body is read and checked on its way upstream.
+    plan: BodyPlan
+    body_filter: BodyFilter
+    #: The re-signed request for the upstream.
+    upstream: UpstreamRequest
+    #: Rewrites a 200 response body before the client sees it (held whole, capped).
+    rewrite: Rewrite | None
+    #: Frees the admission slots the request holds; run once it ends.
+    release: Callable[[], None]
+    #: Seconds the upstream has to answer once the whole request is sent.
+    first_byte_timeout: float
