@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
-from urllib.parse import urlsplit
 
 from s3relay.access.admission import (
     DEFAULT_ADMISSION,
@@ -42,11 +41,12 @@ from s3relay.ini import Section
 from s3relay.ini import names as _names
 from s3relay.listen.tls import Subject, TlsSettings, parse_binding, parse_tls
 from s3relay.ops.keylog import KeyLogging, parse_key_logging
+from s3relay.upstream.settings import UpstreamConfig as UpstreamConfig
+from s3relay.upstream.settings import parse_upstream
 from s3relay.upstream.transforms import NO_TRANSFORMS, Transforms, parse_transforms
 from s3relay.workers.config import parse_workers
 
 SELF = "self"
-ADDRESSING = ("path", "virtual")
 
 
 @dataclass(frozen=True)
@@ -68,35 +68,6 @@ class ServerConfig:
     admission: AdmissionConfig = DEFAULT_ADMISSION
     #: Reactor processes sharing the listener (``workerconfig``, ``workers``).
     workers: int = 1
-
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    url: str
-    region: str
-    addressing: str
-    #: Persistent connections kept per upstream host.
-    max_connections: int
-    #: PEM CA bundle the upstream's certificate must chain to (None: the system's).
-    ca_pem: bytes | None = field(default=None, repr=False)
-    #: Skip checking the upstream's certificate (loudly).
-    insecure: bool = False
-
-    @property
-    def scheme(self) -> str:
-        return urlsplit(self.url).scheme
-
-    @property
-    def netloc(self) -> str:
-        """Host (and non-default port) as the upstream's Host header wants it."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        default = 443 if parts.scheme == "https" else 80
-        if parts.port is not None and parts.port != default:
-            return f"{host}:{parts.port}"
-        return host
 
 
 @dataclass(frozen=True)
@@ -174,46 +145,6 @@ def _server(section: Section) -> ServerConfig:
     )
 
 
-def _upstream(section: Section) -> UpstreamConfig:
-    url = section.get("url")
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigError(section.name, "url", f"{url!r} is not an http(s) URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(section.name, "url", f"{url!r} is not an http(s) URL")
-    if parts.path not in ("", "/") or "?" in url or "#" in url:
-        raise ConfigError(section.name, "url", "must not have a path or query")
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(section.name, "url", f"{url!r} has a bad port") from None
-    addressing = section.get("addressing", "path")
-    if addressing not in ADDRESSING:
-        raise ConfigError(section.name, "addressing", "must be path or virtual")
-    insecure = section.get("insecure", "no")
-    if insecure not in ("yes", "no"):
-        raise ConfigError(section.name, "insecure", "must be yes or no")
-    ca_file = section.optional("ca_file")
-    ca_pem = None
-    if ca_file:
-        if insecure == "yes":
-            raise ConfigError(section.name, "ca_file", "makes no sense with insecure = yes")
-        ca_pem = section.read_file("ca_file", ca_file)
-        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
-            raise ConfigError(section.name, "ca_file", f"{ca_file} holds no PEM certificate")
-    if (ca_file or insecure == "yes") and parts.scheme != "https":
-        raise ConfigError(section.name, "url", "ca_file and insecure need an https url")
-    return UpstreamConfig(
-        url=url.rstrip("/"),
-        region=section.get("region"),
-        addressing=addressing,
-        max_connections=int(section.convert("max_connections", "32", int)),
-        ca_pem=ca_pem,
-        insecure=insecure == "yes",
-    )
-
-
 def parse_config(text: str, base_dir: str = ".") -> Config:
     """Parse and validate the ini ``text``; relative file names resolve from ``base_dir``."""
     parser = configparser.ConfigParser(
@@ -252,7 +183,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         raise ConfigError("upstream", None, "section is required")
 
     server = _server(sections.get("server") or Section("server", {}, base_dir))
-    upstream = _upstream(sections["upstream"])
+    upstream = parse_upstream(sections["upstream"])
     metrics_listen = sections["metrics"].get("listen") if "metrics" in sections else None
 
     specs: dict[str, CredentialSpec] = {}

@@ -28,7 +28,7 @@ from s3relay.compat import (
     size_transport,
     use_client_factory,
 )
-from s3relay.config import UpstreamConfig
+from s3relay.upstream.settings import UpstreamConfig
 from s3relay.upstream.tls import UpstreamTLS
 
 #: Seconds an idle pooled connection is kept; below S3's own idle cut-off so

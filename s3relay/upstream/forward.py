@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from s3relay.body.plan import BodyPlan
-from s3relay.config import CredentialSet, UpstreamConfig
+from s3relay.credentials.spec import CredentialSet
 from s3relay.http.headers import end_to_end
 from s3relay.s3 import sigv4
 from s3relay.s3.addressing import Target, upstream_location
+from s3relay.upstream.settings import UpstreamConfig
 
 #: Request headers the relay sets itself (or drops) for the upstream request.
 _RELAY_OWNED = frozenset(
