@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from s3relay.http.headers import valid_field, wire_name
+from s3relay.http.head import HeadCheck
+from s3relay.http.headers import response_head
 from s3relay.http.idle import IdleTimer, cancel
 from s3relay.http.limits import DEFAULT_LIMITS, Limits
 from s3relay.ops.metrics import RelayMetrics
@@ -29,12 +30,10 @@ from s3relay.s3.errors import (
     S3Error,
     bad_request,
     error_response,
-    header_section_too_large,
     new_request_id,
     request_timeout,
     slow_down,
     upstream_timeout,
-    url_too_long,
 )
 
 log = Logger(namespace="s3relay")
@@ -45,7 +44,6 @@ log = Logger(namespace="s3relay")
 #: reset, which can destroy the answer before the client reads it (a client
 #: still sending a refused body sees a broken pipe).  RFC 9112 §9.6.
 LINGER_SECONDS = 5.0
-
 
 
 class Phase(enum.Enum):
@@ -95,6 +93,8 @@ class RelayChannel(http.HTTPChannel):
         self.overloaded = overloaded
         #: Called once the connection is gone (connection tracking).
         self.onClosed = onClosed
+        #: The request head being read.
+        self._head = HeadCheck(limits)
 
     _bodyPaused = False
     #: The TCP or TLS transport (ITransport does not declare producer methods).
@@ -109,8 +109,6 @@ class RelayChannel(http.HTTPChannel):
     _lingerCall: IDelayedCall | None = None
     #: Closing now may leave request bytes unread (see ``LINGER_SECONDS``).
     _unread = False
-    _headLines = 0
-    _headBytes = 0
 
     # Connection life.
 
@@ -159,42 +157,16 @@ class RelayChannel(http.HTTPChannel):
 
     def _startHead(self) -> None:
         self._phase = HEAD
-        self._headLines = self._headBytes = 0
+        self._head = HeadCheck(self.limits)
         if self._headCall is None:
             self._headCall = self.callLater(self.limits.header_timeout, self._headTimedOut)
 
     def lineReceived(self, line: bytes) -> None:
-        limits = self.limits
         if self._phase == HEAD:
-            if self._headLines == 0:
-                if line:
-                    self._headLines = 1
-                    parts = line.split(b" ")
-                    target = parts[1] if len(parts) == 3 else line
-                    if len(target) > limits.max_url_length:
-                        self.refuseHead(url_too_long(len(target), limits.max_url_length))
-                        return
-            else:
-                self._headLines += 1
-                self._headBytes += len(line) + 2
-                if self._headBytes > limits.max_header_size:
-                    self.refuseHead(
-                        header_section_too_large(
-                            f"header lines exceed max_header_size = {limits.max_header_size}"
-                        )
-                    )
-                    return
-                if line and not valid_field(line):
-                    self._respondToBadRequestAndDisconnect()
-                    return
-                # The empty line ending the head is no header.
-                if line and self._headLines - 1 > limits.max_headers:
-                    self.refuseHead(
-                        header_section_too_large(
-                            f"more than max_headers = {limits.max_headers} header lines"
-                        )
-                    )
-                    return
+            refusal = self._head.line(line)
+            if refusal is not None:
+                self.refuseHead(refusal)
+                return
         super().lineReceived(line)
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -216,16 +188,13 @@ class RelayChannel(http.HTTPChannel):
         self.allContentReceived()
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._phase == HEAD and self._headLines == 0:
-            self.refuseHead(url_too_long(len(line), self.limits.max_url_length))
-        else:
-            self.refuseHead(header_section_too_large("a header line longer than MAX_LENGTH"))
+        self.refuseHead(self._head.too_long(line))
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted-private: every malformed request (request line, header name
         # or value, Content-Length, Transfer-Encoding, chunk framing) ends here,
         # where stock Twisted writes a bare "400 Bad Request".
-        self.refuseHead(bad_request(f"malformed request ({self._phase})"))
+        self.refuseHead(bad_request(f"malformed request ({self._phase.value})"))
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         persistent = bool(super().checkPersistence(request, version))
@@ -426,16 +395,8 @@ class RelayChannel(http.HTTPChannel):
         """Write the status line and headers, names as ``wire_name`` spells them."""
         self._touch()
         if isinstance(headers, Headers):
-            pairs = [(n, v) for n, values in headers.getAllRawHeaders() for v in values]
-        else:
-            pairs = list(headers)
-        lines = [version, b" ", code, b" ", reason, b"\r\n"]
-        for name, value in pairs:
-            if b"\r" in name + value or b"\n" in name + value:
-                continue
-            lines.extend((wire_name(name), b": ", value, b"\r\n"))
-        lines.append(b"\r\n")
-        self.transport.writeSequence(lines)
+            headers = [(n, v) for n, values in headers.getAllRawHeaders() for v in values]
+        self.transport.writeSequence(response_head(version, code, reason, headers))
 
     def write(self, data: bytes) -> None:
         self._touch()

@@ -64,6 +64,20 @@ def wire_name(name: bytes) -> bytes:
     return name.lower() if name[:6].lower() == b"x-amz-" else name
 
 
+def response_head(
+    version: bytes, code: bytes, reason: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> list[bytes]:
+    """A response's status line and header lines, names as ``wire_name``
+    spells them; a field with a line break in it is left out."""
+    lines = [version, b" ", code, b" ", reason, b"\r\n"]
+    for name, value in headers:
+        if b"\r" in name + value or b"\n" in name + value:
+            continue
+        lines.extend((wire_name(name), b": ", value, b"\r\n"))
+    lines.append(b"\r\n")
+    return lines
+
+
 def valid_field(line: bytes) -> bool:
     """Whether a header line (or a continuation of one) is well formed."""
     if line[:1] in (b" ", b"\t"):

@@ -12,12 +12,12 @@ from twisted.web.server import Site
 
 from s3relay.config import Config
 from s3relay.credentials.service import CredentialProviders
-from s3relay.outcome import Monitor
 from s3relay.http.channel import RelayChannel
 from s3relay.http.connections import Connections
 from s3relay.http.limits import DEFAULT_LIMITS, Limits
 from s3relay.http.request import RelayRequest
 from s3relay.ops.metrics import RelayMetrics
+from s3relay.outcome import Monitor
 from s3relay.resource import RelayResource
 
 
