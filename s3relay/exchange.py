@@ -26,6 +26,7 @@ from twisted.web.iweb import IAgent, IResponse
 from s3relay.body.producer import StreamingBody
 from s3relay.decision import Decision
 from s3relay.http.headers import HOP_BY_HOP, connection_named, wire_name
+from s3relay.http.idle import cancel
 from s3relay.http.request import RelayRequest
 from s3relay.outcome import Monitor, Outcome
 from s3relay.s3.errors import Kind, S3Error, upstream_timeout
@@ -150,9 +151,8 @@ class Exchange:
         )
 
     def _stop_first_byte(self) -> None:
-        call, self._first_byte = self._first_byte, None
-        if call is not None and call.active():
-            call.cancel()
+        cancel(self._first_byte)
+        self._first_byte = None
 
     def _first_byte_timed_out(self) -> None:
         self._first_byte = None
