@@ -68,6 +68,9 @@ class ServerConfig:
     admission: AdmissionConfig = DEFAULT_ADMISSION
     #: Reactor processes sharing the listener (``workerconfig``, ``workers``).
     workers: int = 1
+    #: Relay paths and copy sources with ``.``/``..`` segments (``addressing``);
+    #: off: refused with 400 InvalidRequest.
+    allow_dot_segments: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ def _server(section: Section) -> ServerConfig:
     if not regions:
         raise ConfigError(section.name, "region", "names no region")
     listen = section.get("listen", "tcp:8080:interface=127.0.0.1")
+    dot_segments = section.get("allow_dot_segments", "no")
+    if dot_segments not in ("yes", "no"):
+        raise ConfigError(section.name, "allow_dot_segments", "must be yes or no")
     return ServerConfig(
         listen=listen,
         hostnames=hostnames,
@@ -142,6 +148,7 @@ def _server(section: Section) -> ServerConfig:
         limits=parse_limits(section),
         admission=parse_admission(section),
         workers=parse_workers(section, listen),
+        allow_dot_segments=dot_segments == "yes",
     )
 
 

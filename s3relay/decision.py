@@ -16,6 +16,7 @@ from s3relay.s3.addressing import Target
 from s3relay.s3.operations import Operation
 from s3relay.upstream.forward import UpstreamRequest
 from s3relay.upstream.response import Rewrite
+from s3relay.upstream.uploads import UploadCheck
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,9 @@ class Decision:
     release: Callable[[], None]
     #: Seconds the upstream has to answer once the whole request is sent.
     first_byte_timeout: float
+    #: For a body held whole and written anew by the relay (``plan.verify_first``):
+    #: the upstream request for the body as it will be sent, replacing ``upstream``.
+    resign: Callable[[bytes], UpstreamRequest] | None = None
+    #: For a request naming an upload id not yet known to be its key's: the
+    #: check the upstream answers first (``upstream.uploads``).
+    upload_check: UploadCheck | None = None

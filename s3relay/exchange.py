@@ -35,7 +35,6 @@ from s3relay.upstream.response import (
     FilteredRelay,
     ResponseRefused,
     ResponseRelay,
-    Rewrite,
 )
 from s3relay.upstream.retry import may_retry
 
@@ -104,6 +103,8 @@ class Exchange:
         request.failHandler = self._give_up
         #: Set once the exchange gave up on the upstream (a timeout).
         self._given_up = False
+        #: The upload id's check under way (``decision.upload_check``).
+        self._checking: Deferred[None] | None = None
 
     def start(self) -> None:
         """Take the body (if any) and send the request upstream."""
@@ -122,10 +123,30 @@ class Exchange:
                 verify_first=plan.verify_first,
             )
             request.bodyReceiver = producer
-        request.sendContinue()
+        check = decision.upload_check
+        if check is not None and check.needed():
+            # The body waits (buffered, then paused; no 100 Continue) until
+            # the upstream said the upload id is this key's.
+            self._checking = check.run(self._agent)
+            self._checking.addCallbacks(lambda _: self._send(producer), self._check_failed)
+            return
+        self._send(producer)
+
+    def _send(self, producer: StreamingBody | None) -> None:
+        self._checking = None
+        if self.request.finishing:
+            return  # answered meanwhile (the body was refused)
+        decision = self._decision
+        upstream = decision.upstream
+        self.request.sendContinue()
         if producer is not None and producer.verified is not None:
             # The upstream hears of this request only once its whole body passed.
-            producer.verified.addCallback(lambda _: self._request_upstream(upstream, producer))
+            resign = decision.resign
+            producer.verified.addCallback(
+                lambda body: self._request_upstream(
+                    resign(body) if resign is not None else upstream, producer
+                )
+            )
             return
         self._request_upstream(upstream, producer)
 
@@ -142,6 +163,17 @@ class Exchange:
             producer.attempt() if producer is not None else None,
         )
         self._pending.addCallbacks(self._response, self._failed)
+
+    def _check_failed(self, failure: Failure) -> None:
+        self._checking = None
+        if self._client_gone or failure.check(CancelledError):
+            return
+        if isinstance(failure.value, S3Error):
+            error = failure.value
+        else:
+            error = upstream_error(failure)
+            self._monitor.metrics.upstream_error(failure_kind(failure))
+        self._outcome.refuse(error)
 
     def _await_first_byte(self) -> None:
         """The whole request is upstream: its answer is due within first_byte_timeout."""
@@ -170,6 +202,8 @@ class Exchange:
         self._monitor.metrics.upstream_response(now - self._upstream_started)
         self._monitor.health.success(now)
         self._record.upstream_status = response.code
+        if self._decision.upload_check is not None:
+            self._decision.upload_check.ended(self._decision.operation.name, response.code)
         ids = response.headers.getRawHeaders(b"x-amz-request-id")
         self._record.upstream_request_id = ids[0].decode("latin-1") if ids else None
         request = self.request
@@ -258,9 +292,7 @@ class Exchange:
         if error.kind is Kind.UPSTREAM:  # the upstream stalled (errors.upstream_timeout)
             self._monitor.metrics.upstream_error("timeout")
             self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
+        self._cancel_upstream()
         if self._relay is not None:
             # Upstream headers are in, the client has none: cut, never mix.
             self._relay.stop()
@@ -269,9 +301,7 @@ class Exchange:
         self._outcome.refuse(error)
 
     def _body_rejected(self, error: S3Error) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
+        self._cancel_upstream()
         self._outcome.refuse(error)
 
     def _client_lost(self, reason: Failure) -> None:
@@ -281,9 +311,15 @@ class Exchange:
             self._body.clientLost(reason)
         if self._relay is not None:
             self._relay.stop()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
+        self._cancel_upstream()
+
+
+    def _cancel_upstream(self) -> None:
+        """Drop the upstream request under way, or the upload id's check."""
+        for pending in (self._pending, self._checking):
+            if pending is not None:
+                pending.cancel()
+        self._pending = self._checking = None
 
 
 class _AmzHeaders(Headers):

@@ -15,7 +15,7 @@ import datetime
 import secrets
 from collections import Counter
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
@@ -25,21 +25,28 @@ from s3relay.access import admission, anonymous
 from s3relay.access.client_cert import check_binding
 from s3relay.access.policy import authorize
 from s3relay.body import multidelete
-from s3relay.body.plan import plan_body
+from s3relay.body.plan import BodyPlan, plan_body
 from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
+from s3relay.credentials.spec import CredentialSet
 from s3relay.decision import Decision
 from s3relay.exchange import Exchange
 from s3relay.http.limits import check_declared_size
 from s3relay.http.request import RelayRequest
 from s3relay.outcome import AccessRecord, Monitor, Outcome
 from s3relay.s3 import sigv4
-from s3relay.s3.addressing import parse_target
+from s3relay.s3.addressing import Target, parse_target
 from s3relay.s3.errors import S3Error
 from s3relay.s3.listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
 from s3relay.s3.operations import classify
-from s3relay.upstream.forward import build_upstream_request
+from s3relay.s3.signing import EMPTY_SHA256
+from s3relay.s3.uploads import UPLOAD_ID_OPERATIONS, Binding, UploadBindings
+from s3relay.upstream.forward import UpstreamRequest, build_upstream_request
 from s3relay.upstream.response import Rewrite
+from s3relay.upstream.uploads import UploadCheck
+
+#: The plan of a request the relay makes with no body (an upload id's check).
+NO_BODY = BodyPlan(0, EMPTY_SHA256, {})
 
 
 def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
@@ -75,11 +82,16 @@ class RelayResource(Resource):
         self._gate = admission.Gate(self._clock.seconds, monitor.metrics)
         #: Salt for ``log_keys = hash`` without ``log_key_salt``: one per process.
         self._key_salt = secrets.token_bytes(32)
+        #: Upload ids the upstream confirmed for their keys (``s3.uploads``).
+        self._uploads = UploadBindings()
 
     def reconfigure(self, config: Config, agent: IAgent) -> None:
         """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
         self._config, self._agent = config, agent
 
+
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
 
     def _secret_for(self, access_key: str) -> str | None:
         client = self._config.client(access_key)
@@ -118,12 +130,20 @@ class RelayResource(Resource):
         self._gate.check_connection(
             config.server.admission, config.server.hostnames, origin, headers
         )
+        if request.targetRefusal is not None:  # `*`, CONNECT, ... (s3relay.http.target)
+            raise request.targetRefusal
         check_declared_size(headers, request.bodyLength, config.server.limits)
         host = (headers.get("host") or [""])[0]
-        target = parse_target(host, raw_path, config.server.hostnames)
+        target = parse_target(
+            host,
+            raw_path,
+            config.server.hostnames,
+            allow_dot_segments=config.server.allow_dot_segments,
+            copy_sources=headers.get("x-amz-copy-source", ()),
+        )
         record.path = target.resource
         record.bucket, record.key = target.bucket, target.key
-        now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+        now = self._now()
         pairs = sigv4.query_pairs(raw_query)
         if config.anonymous is not None and anonymous.is_unsigned(headers, raw_query):
             verified = anonymous.verified(headers)
@@ -165,7 +185,11 @@ class RelayResource(Resource):
                 "a session token with a long-term relay key",
             )
         plan, body_filter = plan_body(headers, verified, request.bodyLength)
-        if deleting and client.policy.prefixes is not None and target.bucket is not None:
+        checked_delete = (
+            deleting and client.policy.prefixes is not None and target.bucket is not None
+        )
+        if checked_delete:
+            assert target.bucket is not None
             plan, body_filter = multidelete.hold_for_check(
                 plan, body_filter, client.policy, client.name, target.bucket
             )
@@ -175,20 +199,25 @@ class RelayResource(Resource):
                 partial(filter_buckets, allowed=client.policy.bucket_allowed),
                 MAX_LIST_BUCKETS_BYTES,
             )
-        upstream_request = build_upstream_request(
-            method,
-            target,
-            raw_query,
-            b"X-Amz-Signature" in query_names,
-            headers,
-            plan,
-            self._credentials.for_client(config, client),
-            config.upstream,
-            now,
-            self._keys,
-            config.transforms.headers_for(operation.name, client.name, target.bucket),
-            decoded_query=pairs,
-        )
+        credentials = self._credentials.for_client(config, client)
+        added = config.transforms.headers_for(operation.name, client.name, target.bucket)
+        presigned = b"X-Amz-Signature" in query_names
+
+        def sign(plan: BodyPlan, now: datetime.datetime) -> UpstreamRequest:
+            return build_upstream_request(
+                method, target, raw_query, presigned, headers, plan, credentials,
+                config.upstream, now, self._keys, added, decoded_query=pairs,
+            )
+
+        def resign(body: bytes) -> UpstreamRequest:
+            # The upstream gets the multi-delete as it was read and checked.
+            return sign(multidelete.rewritten_plan(body, headers), self._now())
+
+        upstream_request = sign(plan, now)
+        upload_check = None
+        if operation.name in UPLOAD_ID_OPERATIONS and not config.upstream.binds_upload_ids:
+            assert target.bucket is not None  # an object operation
+            upload_check = self._upload_check(target, counts, query, credentials, config)
         release = self._gate.admit(config.server.admission, client.name, client.admission).release
         return Decision(
             client.name,
@@ -200,4 +229,35 @@ class RelayResource(Resource):
             rewrite,
             release,
             config.server.limits.first_byte_timeout,
+            resign if checked_delete else None,
+            upload_check,
         )
+
+    def _upload_check(
+        self,
+        target: Target,
+        counts: Mapping[bytes, int],
+        query: Mapping[bytes, bytes],
+        credentials: CredentialSet,
+        config: Config,
+    ) -> UploadCheck:
+        """The check that the request's upload id is the upstream's for its key."""
+        upload_id = query.get(b"uploadId")
+        if counts[b"uploadId"] != 1 or not upload_id:
+            raise S3Error("InvalidArgument", "Give uploadId once.", 400,
+                          f"uploadId given {counts[b'uploadId']} times")
+        assert target.bucket is not None
+        binding = Binding(target.bucket, target.key, upload_id.decode("utf-8", "replace"))
+        bucket = Target(target.bucket, b"", False)
+
+        def sign_listing(markers: tuple[str, str] | None) -> UpstreamRequest:
+            pairs = [(b"prefix", target.key), (b"uploads", b"")]
+            if markers is not None:
+                pairs += [(b"key-marker", markers[0].encode("utf-8", "surrogateescape")),
+                          (b"upload-id-marker", markers[1].encode("utf-8", "surrogateescape"))]
+            return build_upstream_request(
+                "GET", bucket, b"", False, {}, NO_BODY, credentials, config.upstream,
+                self._now(), self._keys, decoded_query=pairs,
+            )
+
+        return UploadCheck(self._uploads, binding, sign_listing)

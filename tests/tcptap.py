@@ -26,6 +26,8 @@ class TcpTap:
         self.sent_down = 0
         #: The first bytes that went upstream, to inspect request heads.
         self.captured = bytearray()
+        #: Every byte that goes upstream while set (a test sets and reads it).
+        self.up_log: bytearray | None = None
         #: Connections accepted so far.
         self.connections = 0
         #: Reset every connection once this many response bytes went down it.
@@ -79,6 +81,8 @@ class TcpTap:
                         self.sent_up += len(data)
                         if len(self.captured) < 65536:
                             self.captured += data[:4096]
+                        if self.up_log is not None:
+                            self.up_log += data
                     else:
                         self.sent_down += len(data)
         except OSError:

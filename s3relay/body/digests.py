@@ -23,7 +23,7 @@ import binascii
 import hashlib
 import zlib
 from types import MappingProxyType
-from typing import Final, Mapping, NamedTuple, Protocol, Sequence
+from typing import Final, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 from s3relay.s3.errors import S3Error, bad_digest, invalid_request
 
@@ -209,6 +209,17 @@ class _ReflectedCrc:
         width = self._poly.width
         reflected = int(f"{self._register:0{width}b}"[::-1], 2)
         return (reflected ^ ((1 << width) - 1)).to_bytes(width // 8, "big")
+
+
+def body_digests(body: bytes, checksum_names: Iterable[str]) -> dict[str, str]:
+    """The digest headers for a body the relay wrote itself: ``content-md5``,
+    and each ``x-amz-checksum-<alg>`` of ``checksum_names`` (base64 values)."""
+    headers = {"content-md5": binascii.b2a_base64(hashlib.md5(body).digest(), newline=False)}
+    for name in checksum_names:
+        digest = _new_hash(checksum_algorithm(name))
+        digest.update(body)
+        headers[name.lower()] = binascii.b2a_base64(digest.digest(), newline=False)
+    return {name: value.decode("ascii") for name, value in headers.items()}
 
 
 def _new_hash(algorithm: str) -> _Hash:

@@ -5,22 +5,27 @@ A multi-delete names its keys in the XML body, not in the URL, so a
 prefix-restricted client could otherwise delete anything in its bucket.
 The body is small (S3 allows 1000 keys of at most 1024 bytes), so it is
 held whole, up to ``MAX_DELETE_BODY``, by a ``BodyFilter`` that returns
-nothing while the body arrives.  At the end every key is checked; only then
-is the body released, byte for byte as the client sent it (so Content-MD5
-and checksum headers stay valid).  The caller marks the plan
-``verify_first`` so that the upstream request does not even start before
-the check passed: a refused multi-delete sends the upstream nothing.
-Pure, stdlib only.
+nothing while the body arrives.  At the end the client's digests are
+checked, the body is read strictly (``s3.deletexml``) and every key is
+checked; what goes upstream is then not the client's bytes but the request
+as read, written anew (``rewritten_plan`` gives its length and digests), so
+that the upstream deletes exactly the keys that were checked.  The caller
+marks the plan ``verify_first`` so that the upstream request does not even
+start before the check passed: a refused multi-delete sends the upstream
+nothing.  Pure, stdlib only.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
+from typing import Mapping, Sequence
 
 from s3relay.access.policy import ClientPolicy, check_keys
+from s3relay.body.digests import CHECKSUM_PREFIX, body_digests
 from s3relay.body.plan import BodyFilter, BodyPlan
+from s3relay.s3.deletexml import parse_delete
 from s3relay.s3.errors import S3Error
-from s3relay.s3.operations import delete_objects_keys
 
 #: Largest DeleteObjects body held for checking: 1000 keys of 1024 bytes,
 #: XML-escaped, with their element tags and version ids fit well within it.
@@ -64,9 +69,10 @@ class CheckedDeleteBody:
         self._parts = []
         if len(body) > MAX_DELETE_BODY:
             raise too_large(len(body))
-        keys = delete_objects_keys(body)
+        request = parse_delete(body)
+        keys = [o.key_bytes for o in request.objects]
         check_keys(self._policy, self._client_name, self._bucket, keys, "multi-delete key")
-        return body
+        return request.to_xml()
 
 
 def hold_for_check(
@@ -85,4 +91,17 @@ def hold_for_check(
         )
     return replace(plan, verify_first=True), CheckedDeleteBody(
         body_filter, policy, client_name, bucket
+    )
+
+
+def rewritten_plan(body: bytes, client_headers: Mapping[str, Sequence[str]]) -> BodyPlan:
+    """The upstream plan for ``body`` written by the relay: its length and
+    SHA-256, a Content-MD5, and each checksum the client declared, computed anew."""
+    checksums = [
+        name for name in client_headers
+        if name.startswith(CHECKSUM_PREFIX)
+        and name not in ("x-amz-checksum-type", "x-amz-checksum-algorithm")
+    ]
+    return BodyPlan(
+        len(body), hashlib.sha256(body).hexdigest(), body_digests(body, checksums)
     )

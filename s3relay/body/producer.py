@@ -82,10 +82,11 @@ class StreamingBody:
         self.sent = 0
         #: The producer the current upstream attempt was given (``attempt``).
         self._attempt: BodyAttempt | None = None
-        #: With ``verify_first``: fires once the whole body passed the filter's
-        #: final check, before which the caller does not start the upstream
-        #: request (the filter holds the body; it must be small).
-        self.verified: Deferred[None] | None = Deferred() if verify_first else None
+        #: With ``verify_first``: fires with the whole upstream body once it
+        #: passed the filter's final check, before which the caller does not
+        #: start the upstream request (the filter holds the body; it must be
+        #: small).  ``length`` is then that body's.
+        self.verified: Deferred[bytes] | None = Deferred() if verify_first else None
         #: The filter's final output, when it was checked before startProducing.
         self._tail: bytes | None = None
 
@@ -115,7 +116,9 @@ class StreamingBody:
             # The caller now starts the upstream request; startProducing sends
             # the body, complete as it is -- maybe before this returns, on a
             # pooled connection, so it must not be sent here as well.
-            self.verified.callback(None)
+            body = b"".join(self._buffer) + self._held + self._tail
+            self.length = len(body)
+            self.verified.callback(body)
             return
         if self._consumer is not None:
             self._end()

@@ -198,7 +198,9 @@ class RelayChannel(http.HTTPChannel):
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         persistent = bool(super().checkPersistence(request, version))
-        if self._draining or self.overloaded:
+        # A CONNECT is refused (``http.target``), and what its client sends
+        # next may be a tunnel's bytes rather than a request: close after it.
+        if self._draining or self.overloaded or self._command == b"CONNECT":
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
         return persistent

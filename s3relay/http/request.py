@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import io
 from typing import Any, Callable, Protocol, cast
+from urllib.parse import unquote_to_bytes
 
-from twisted.web import server
+from twisted.python.failure import Failure
+from twisted.web import http, server
 
 from s3relay.compat import client_gone
+from s3relay.http.target import read_target
 from s3relay.s3.errors import S3Error, error_response, new_request_id
 
 
@@ -46,7 +49,34 @@ class RequestChannel(Protocol):
 DRAIN_LIMIT = 1024 * 1024
 
 
-class RelayRequest(server.Request):
+class PlainRequest(server.Request):
+    """A twisted.web request that names no server software and answers no
+    request itself: every one, whatever its target, goes to the resource.
+
+    ``server.Request.process`` does two things before it asks the Site for a
+    resource: it sets ``Server: TwistedWeb/<version>`` (from the module
+    global ``server.version``; no Site or Request attribute turns it off),
+    and it answers an asterisk-form target (``OPTIONS *`` 200, another
+    method 405) on its own -- before the resource's admission, with no
+    access record.  ``process`` here is the rest of it, spelled out in
+    public names: the Date header, the resource lookup, render.  (It leaves
+    out content encoders, ``resource.EncodingResourceWrapper``: neither the
+    relay nor the management site uses one.)  Both sites' requests are one
+    of these (``RelayRequest``, ``ops.management.ManagementSite``).
+    """
+
+    def process(self) -> None:
+        self.site = cast(Any, self.channel).site  # Site.buildProtocol sets it
+        self.setHeader(b"Date", http.datetimeToString())
+        self.prepath = []
+        self.postpath = [unquote_to_bytes(segment) for segment in self.path[1:].split(b"/")]
+        try:
+            self.render(self.site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
+
+
+class RelayRequest(PlainRequest):
     """A request rendered at the end of its headers, with a streamed body."""
 
     #: Whether the client sent ``Expect: 100-continue`` (answered by the resource).
@@ -69,6 +99,9 @@ class RelayRequest(server.Request):
     _closing = False
     #: Runs once the client waits for the upstream (``awaitUpstream``).
     _onWaiting: Callable[[], object] | None = None
+    #: Why the request-target is refused (``http.target``), raised by the
+    #: resource once the request passed admission; None: served.
+    targetRefusal: S3Error | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,11 +114,20 @@ class RelayRequest(server.Request):
         self.content = io.BytesIO()
 
     def headersReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Set up what ``requestReceived`` would, then render before the body."""
+        """Set up what ``requestReceived`` would, then render before the body.
+
+        An absolute-form target is served as its origin-form, its authority
+        the Host (``http.target``); any other target goes to the resource as
+        sent, ``targetRefusal`` saying why it is refused.
+        """
         self.args = {}
-        self.method, self.uri = command, path
+        target = read_target(command, path, self.requestHeaders.getRawHeaders(b"host"))
+        if target.host is not None:
+            self.requestHeaders.setRawHeaders(b"host", [target.host])
+        self.targetRefusal = target.refusal
+        self.method, self.uri = command, target.uri
         self.clientproto = version
-        self.path = path.split(b"?", 1)[0]
+        self.path = target.uri.split(b"?", 1)[0]
         self.process()
 
     def handleContentChunk(self, data: bytes) -> None:

@@ -32,6 +32,7 @@ from twisted.web import http
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from s3relay.http.request import PlainRequest
 from s3relay.ops.metrics import RelayMetrics
 
 log = Logger(namespace="s3relay.ops.management")
@@ -278,6 +279,10 @@ class ManagementRoot(Resource):
 class ManagementSite(Site):
     """A Site that writes no access log: a scrape every few seconds and probes
     every second would bury the relay's own log lines."""
+
+    #: No ``Server: TwistedWeb/<version>``, and ``*`` is a path like any
+    #: other (a JSON 404), not Twisted's own answer (``PlainRequest``).
+    requestFactory = PlainRequest
 
     def log(self, request: http.Request) -> None:
         pass

@@ -18,13 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 from urllib.parse import unquote_to_bytes
-from xml.parsers import expat
 
 from s3relay.s3.addressing import Target
 from s3relay.s3.errors import S3Error
-from s3relay.s3.safexml import S3_NS, hardened_parser
 
 #: The access classes operations are sorted into (``[client:NAME] operations``).
 ACCESS_CLASSES = ("read", "list", "write", "delete", "multipart", "bucket-admin")
@@ -63,7 +60,7 @@ SERVICE, BUCKET, OBJECT = "service", "bucket", "object"
 #   the same as PutObjectTagging with an empty TagSet.  RestoreObject is
 #   `write` (as in IAM): it changes object state and incurs retrieval charges.
 # * delete: removing objects or versions: DeleteObject, DeleteObjects (callers
-#   check every key in the body, see delete_objects_keys).
+#   check every key in the body, see s3relay.s3.deletexml).
 # * multipart: the multipart-upload life cycle, including ListParts,
 #   ListMultipartUploads (it names in-progress keys) and AbortMultipartUpload
 #   (it discards only an unfinished upload).  CompleteMultipartUpload creates
@@ -309,87 +306,3 @@ def parse_copy_source(value: str) -> tuple[str, bytes]:
     if not _BUCKET.fullmatch(bucket) or not key:
         raise _bad_copy_source("x-amz-copy-source has no bucket/key")
     return bucket, unquote_to_bytes(key)
-
-
-_OBJECT_FIELDS = frozenset({"Key", "VersionId", "ETag", "LastModifiedTime", "Size"})
-
-
-class _Malformed(Exception):
-    """Raised by the parse handlers; becomes MalformedXML."""
-
-
-def _malformed_xml(reason: str) -> S3Error:
-    return S3Error(
-        "MalformedXML",
-        "The XML you provided was not well-formed or did not validate against our "
-        "published schema.",
-        400,
-        f"DeleteObjects body: {reason}",
-    )
-
-
-def delete_objects_keys(xml_body: bytes, max_keys: int = 1000) -> list[bytes]:
-    """The keys (UTF-8 bytes, in order) a DeleteObjects request body names.
-
-    ``<Delete>`` (with or without the S3 namespace) holding one to
-    ``max_keys`` ``<Object>`` elements, each with one ``<Key>``, and an
-    optional ``<Quiet>``.  Any document type declaration is refused before
-    it is read, so no entity can be declared, expanded or fetched.
-    """
-    keys: list[bytes] = []
-    stack: list[str] = []  # open elements, outermost first
-    text: list[str] = []  # character data of the open value element
-    fields: set[str] = set()  # children seen of the open <Object>
-    quiet: list[bool] = []
-
-    def refuse(*_: object) -> NoReturn:
-        raise _Malformed("document type declarations are not accepted")
-
-    def start(tag: str, attrs: dict[str, str]) -> None:
-        namespace, _, name = tag.rpartition("}")
-        if namespace not in ("", S3_NS):
-            raise _Malformed(f"element in namespace {namespace[:64]!r}")
-        path = "/".join(stack + [name])
-        if path == "Delete/Object":
-            if len(keys) >= max_keys:
-                raise _Malformed(f"more than {max_keys} objects")
-            fields.clear()
-        elif path == "Delete/Quiet" and not quiet:
-            quiet.append(True)
-        elif path.startswith("Delete/Object/") and name in _OBJECT_FIELDS - fields:
-            fields.add(name)
-        elif path != "Delete":
-            raise _Malformed(f"unexpected element {path[:128]}")
-        stack.append(name)
-        text.clear()
-
-    def end(tag: str) -> None:
-        name = stack.pop()
-        value = "".join(text)
-        if name == "Key":
-            if not value:
-                raise _Malformed("empty <Key>")
-            keys.append(value.encode("utf-8"))
-        elif name == "Object" and "Key" not in fields:
-            raise _Malformed("<Object> without <Key>")
-        elif name == "Quiet" and value.strip().lower() not in ("true", "false"):
-            raise _Malformed("<Quiet> is not a boolean")
-        text.clear()
-
-    def chars(data: str) -> None:
-        if len(stack) == 3 or stack[-1:] == ["Quiet"]:
-            text.append(data)
-        elif data.strip():
-            raise _Malformed("text outside a value element")
-
-    parser = hardened_parser(refuse)
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(xml_body, True)
-    except (expat.ExpatError, _Malformed, ValueError, LookupError) as e:
-        raise _malformed_xml(str(e)[:200]) from None
-    if not keys:
-        raise _malformed_xml("no <Object>")
-    return keys

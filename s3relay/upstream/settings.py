@@ -27,6 +27,9 @@ class UpstreamConfig:
     ca_pem: bytes | None = field(default=None, repr=False)
     #: Skip checking the upstream's certificate (loudly).
     insecure: bool = False
+    #: The store binds upload ids to their keys (AWS S3, Ceph, MinIO): the
+    #: relay need not check each id's key first (``s3.uploads``).
+    binds_upload_ids: bool = False
 
     @property
     def scheme(self) -> str:
@@ -74,6 +77,9 @@ def parse_upstream(section: Section) -> UpstreamConfig:
         ca_pem = section.read_file("ca_file", ca_file)
         if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
             raise ConfigError(section.name, "ca_file", f"{ca_file} holds no PEM certificate")
+    binds_upload_ids = section.get("binds_upload_ids", "no")
+    if binds_upload_ids not in ("yes", "no"):
+        raise ConfigError(section.name, "binds_upload_ids", "must be yes or no")
     if (ca_file or insecure == "yes") and parts.scheme != "https":
         raise ConfigError(section.name, "url", "ca_file and insecure need an https url")
     return UpstreamConfig(
@@ -83,4 +89,5 @@ def parse_upstream(section: Section) -> UpstreamConfig:
         max_connections=int(section.convert("max_connections", "32", int)),
         ca_pem=ca_pem,
         insecure=insecure == "yes",
+        binds_upload_ids=binds_upload_ids == "yes",
     )

@@ -25,7 +25,7 @@ AWKWARD_KEYS = [
     "percent%2Fslash",
     "tilde~equals=amp&.txt",
     "unicode/ключ-鍵-🙂.dat",
-    "dir//double/./dot/../x",
+    "dir//double/.../dot/..x/.y",
     "q?mark#hash;semi",
 ]
 
@@ -62,6 +62,15 @@ def test_awkward_keys_round_trip(client: Any, upstream: Any, bucket: str, key: s
     listed = [o["Key"] for o in upstream.list_objects_v2(Bucket=bucket)["Contents"]]
     assert listed == [key]
     assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
+
+
+def test_dot_segment_keys_refused_by_default(client: Any, upstream: Any, bucket: str) -> None:
+    """``./`` and ``../`` segments are refused (``[server] allow_dot_segments``; their round
+    trip with it on: test_e2e_security_addressing)."""
+    with pytest.raises(ClientError) as excinfo:
+        client.put_object(Bucket=bucket, Key="dir//double/./dot/../x", Body=b"x")
+    assert error_code(excinfo) == "InvalidRequest"
+    assert "Contents" not in upstream.list_objects_v2(Bucket=bucket)
 
 
 def test_listing_with_prefix_and_delimiter(client: Any, bucket: str) -> None:

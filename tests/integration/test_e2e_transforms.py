@@ -9,6 +9,7 @@ import hashlib
 import io
 import itertools
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -277,6 +278,68 @@ def test_multi_delete_raw_malformed_and_too_large(
     assert send(url, "POST", headers, big).code() == "EntityTooLarge"
     assert tap.sent_up == before
     assert keys(upstream, bucket) == ["photos/a"]
+
+
+def test_multi_delete_key_split_by_an_element_is_refused(
+    relay: harness.Relay, upstream: Any, tap: TcpTap
+) -> None:
+    """The text after <Size/> is under the client's prefix; the whole key, which
+    an upstream reading the element's text deletes, is not."""
+    bucket = fresh(upstream, "mine", backup__photos__zzz=b"1")
+    url = f"{relay.url}/{bucket}?delete"
+    body = b"<Delete><Object><Key>backup/<Size/>photos/zzz</Key></Object></Delete>"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    headers = sign("POST", url, {"content-length": str(len(body)), "content-md5": md5},
+                   "UNSIGNED-PAYLOAD", SCOPED)
+    before = quiet_upstream(tap)
+    assert send(url, "POST", headers, body).code() == "MalformedXML"
+    assert tap.sent_up == before
+    assert keys(upstream, bucket) == ["backup/photos/zzz"]
+
+
+def upstream_head_and_body(sent: bytes) -> tuple[dict[str, str], bytes]:
+    """The last request in ``sent`` (bytes a tap saw): lowercase headers, body."""
+    head, _, body = sent[sent.rindex(b"POST "):].partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+def test_multi_delete_goes_upstream_as_it_was_read(
+    relay: harness.Relay, upstream: Any, tap: TcpTap
+) -> None:
+    """The upstream gets the request the relay read and checked, written anew
+    with its own digests, not the client's bytes."""
+    bucket = fresh(upstream, "mine", photos__a=b"1", photos__b=b"2", private__x=b"3")
+    url = f"{relay.url}/{bucket}?delete"
+    body = (b'<?xml version="1.0"?>\n<Delete>\n  <Object><Key>&#112;hotos/a</Key></Object>\n'
+            b"  <Object><Key>photos/b</Key><VersionId>null</VersionId></Object>\n"
+            b"  <Quiet>false</Quiet>\n</Delete>\n")
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    headers = sign("POST", url, {"content-length": str(len(body)), "content-md5": md5,
+                                 "x-amz-checksum-crc32": crc}, "UNSIGNED-PAYLOAD", SCOPED)
+    quiet_upstream(tap)
+    tap.up_log = bytearray()
+    try:
+        reply = send(url, "POST", headers, body)
+        assert reply.status == 200, reply
+        assert tap.wait_up(tap.sent_up)  # (already there: the reply came back)
+        sent_headers, sent_body = upstream_head_and_body(bytes(tap.up_log))
+    finally:
+        tap.up_log = None
+    assert sent_body == (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<Object><Key>photos/a</Key></Object>"
+        b"<Object><Key>photos/b</Key><VersionId>null</VersionId></Object>"
+        b"<Quiet>false</Quiet></Delete>"
+    )
+    assert sent_headers["content-length"] == str(len(sent_body))
+    assert sent_headers["content-md5"] == base64.b64encode(hashlib.md5(sent_body).digest()).decode()
+    assert sent_headers["x-amz-checksum-crc32"] == base64.b64encode(
+        zlib.crc32(sent_body).to_bytes(4, "big")).decode()
+    assert sent_headers["x-amz-content-sha256"] == hashlib.sha256(sent_body).hexdigest()
+    assert keys(upstream, bucket) == ["private/x"]
 
 
 def test_multi_delete_upstream_not_started_before_the_body_checked(

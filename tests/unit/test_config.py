@@ -119,6 +119,24 @@ def test_defaults() -> None:
     assert dict(config.credentials) == {} and dict(config.clients) == {}
 
 
+@pytest.mark.parametrize(("text", "allowed"), [
+    ("", False), ("[server]\n", False), ("[server]\nallow_dot_segments =\n", False),
+    ("[server]\nallow_dot_segments = no\n", False),
+    ("[server]\nallow_dot_segments = yes\n", True),
+])
+def test_allow_dot_segments(text: str, allowed: bool) -> None:
+    assert parse_config(MINIMAL + text).server.allow_dot_segments is allowed
+
+
+def test_allow_dot_segments_documented_in_the_example() -> None:
+    example = Path(__file__).parents[2] / "etc" / "s3relay" / "s3relay.ini"
+    server = example.read_text().partition("\n[upstream]")[0]
+    lines = [line.lstrip("; ") for line in server.splitlines()
+             if line.lstrip("; ").startswith("allow_dot_segments = ")]
+    assert lines == ["allow_dot_segments = no"]
+    assert parse_config(MINIMAL + "[server]\n" + lines[0] + "\n").server.allow_dot_segments is False
+
+
 def test_empty_values_take_the_defaults() -> None:
     config = parse_config(
         "[server]\nlisten =\nregion =\nidle_timeout =\n"
@@ -338,6 +356,10 @@ CLIENT = "[client:a]\naccess_key_id = A\nsecret_access_key = s3cr3t-value\ncrede
          "[client:a] read_only: give read_only or operations, not both"),
         (MINIMAL + CLIENT + "buckets = ,\n", "client:a", "buckets",
          "[client:a] buckets: names no bucket"),
+        (MINIMAL + "[server]\nallow_dot_segments = true\n", "server", "allow_dot_segments",
+         "[server] allow_dot_segments: must be yes or no"),
+        (MINIMAL + "[server]\nallow_dot_segments = Yes\n", "server", "allow_dot_segments",
+         "[server] allow_dot_segments: must be yes or no"),
     ],
 )
 def test_errors_name_section_and_key(text: str, section: str, key: str | None, message: str

@@ -25,6 +25,7 @@ PURE = (
     "s3relay.body.multidelete",
     "s3relay.http.headers",
     "s3relay.http.limits",
+    "s3relay.http.target",
     "s3relay.upstream.forward",
     "s3relay.upstream.settings",
     "s3relay.upstream.transforms",
