@@ -152,6 +152,15 @@ class Relay:
         """The relay's log, one JSON object per line."""
         return [json.loads(line) for line in self.output().splitlines() if line.strip()]
 
+    def access(self, request_id: str) -> dict[str, Any]:
+        """The access record of ``request_id`` (waiting briefly for the log line)."""
+        for _ in range(50):
+            for record in self.records():
+                if record.get("access", {}).get("request_id") == request_id:
+                    return dict(record["access"])
+            time.sleep(0.1)
+        raise AssertionError(f"no access record for {request_id}")
+
 
 def relay_command(config: Path) -> list[str]:
     twistd = str(Path(sys.executable).parent / "twistd")

@@ -17,12 +17,10 @@ can be declared, expanded or fetched.  Pure, stdlib only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn
-from xml.parsers import expat
 from xml.sax.saxutils import escape
 
 from s3relay.s3.errors import S3Error
-from s3relay.s3.safexml import S3_NS, hardened_parser
+from s3relay.s3.safexml import S3_NS, Unreadable, read_xml
 
 #: S3 takes at most this many objects in one DeleteObjects.
 MAX_OBJECTS = 1000
@@ -66,10 +64,6 @@ class DeleteRequest:
         return "".join(parts).encode("utf-8")
 
 
-class _Malformed(Exception):
-    """Raised by the parse handlers; becomes MalformedXML."""
-
-
 def malformed_xml(reason: str) -> S3Error:
     return S3Error(
         "MalformedXML",
@@ -91,26 +85,23 @@ def parse_delete(xml_body: bytes, max_objects: int = MAX_OBJECTS) -> DeleteReque
     fields: dict[str, str] = {}  # children of the open <Object>
     quiet: list[bool] = []
 
-    def refuse(*_: object) -> NoReturn:
-        raise _Malformed("document type declarations are not accepted")
-
     def start(tag: str, attrs: dict[str, str]) -> None:
         namespace, _, name = tag.rpartition("}")
         if namespace not in ("", S3_NS):
-            raise _Malformed(f"element in namespace {namespace[:64]!r}")
+            raise Unreadable(f"element in namespace {namespace[:64]!r}")
         if attrs:
-            raise _Malformed(f"attributes on <{name[:64]}>")
+            raise Unreadable(f"attributes on <{name[:64]}>")
         path = "/".join([*stack, name])
         if path == "Delete/Object":
             if len(objects) >= max_objects:
-                raise _Malformed(f"more than {max_objects} objects")
+                raise Unreadable(f"more than {max_objects} objects")
             fields.clear()
         elif path == "Delete/Quiet" and not quiet:
             pass
         elif stack == ["Delete", "Object"] and name in OBJECT_FIELDS and name not in fields:
             pass
         elif path != "Delete":
-            raise _Malformed(f"unexpected element {path[:128]}")
+            raise Unreadable(f"unexpected element {path[:128]}")
         stack.append(name)
         text.clear()
 
@@ -120,33 +111,29 @@ def parse_delete(xml_body: bytes, max_objects: int = MAX_OBJECTS) -> DeleteReque
         text.clear()
         if len(stack) == 2:  # a field of <Object>
             if name == "Key" and not value:
-                raise _Malformed("empty <Key>")
+                raise Unreadable("empty <Key>")
             fields[name] = value
         elif name == "Object":
             if "Key" not in fields:
-                raise _Malformed("<Object> without <Key>")
+                raise Unreadable("<Object> without <Key>")
             others = tuple((f, fields[f]) for f in OBJECT_FIELDS[1:] if f in fields)
             objects.append(DeleteObject(fields["Key"], others))
         elif name == "Quiet":
             flag = value.strip().lower()
             if flag not in ("true", "false"):
-                raise _Malformed("<Quiet> is not a boolean")
+                raise Unreadable("<Quiet> is not a boolean")
             quiet.append(flag == "true")
 
     def chars(data: str) -> None:
         if len(stack) == 3 or stack[-1:] == ["Quiet"]:
             text.append(data)
         elif data.strip():
-            raise _Malformed("text outside a value element")
+            raise Unreadable("text outside a value element")
 
-    parser = hardened_parser(refuse)
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
     try:
-        parser.Parse(xml_body, True)
-    except (expat.ExpatError, _Malformed, ValueError, LookupError) as e:
-        raise malformed_xml(str(e)[:200]) from None
+        read_xml(xml_body, start, end, chars)
+    except Unreadable as e:
+        raise malformed_xml(str(e)) from None
     if not objects:
         raise malformed_xml("no <Object>")
     return DeleteRequest(tuple(objects), quiet[0] if quiet else None)

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NoReturn
-from xml.parsers import expat
 
 from s3relay.s3.errors import S3Error
-from s3relay.s3.safexml import hardened_parser
+from s3relay.s3.safexml import Unreadable, read_xml
 
 #: The operations that name an upload by ``uploadId``.
 UPLOAD_ID_OPERATIONS = frozenset(
@@ -70,10 +68,6 @@ class ListingPage:
     more: tuple[str, str] | None
 
 
-class _Malformed(Exception):
-    pass
-
-
 def read_listing(xml_body: bytes, binding: Binding) -> ListingPage:
     """Read a ListMultipartUploadsResult page for ``binding``."""
     key = binding.key.decode("utf-8", "surrogateescape")
@@ -82,9 +76,6 @@ def read_listing(xml_body: bytes, binding: Binding) -> ListingPage:
     upload: dict[str, str] = {}
     result: dict[str, str] = {}
     found = False
-
-    def refuse(*_: object) -> NoReturn:
-        raise _Malformed("document type declarations are not accepted")
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         name = tag.rpartition("}")[2]
@@ -111,14 +102,10 @@ def read_listing(xml_body: bytes, binding: Binding) -> ListingPage:
     def chars(data: str) -> None:
         text.append(data)
 
-    parser = hardened_parser(refuse)
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
     try:
-        parser.Parse(xml_body, True)
-    except (expat.ExpatError, _Malformed, ValueError, LookupError) as e:
-        raise _unreadable(f"{e}"[:200]) from None
+        read_xml(xml_body, start, end, chars)
+    except Unreadable as e:
+        raise _unreadable(str(e)) from None
     more = None
     if result.get("IsTruncated", "").strip().lower() == "true" and not found:
         next_key = result.get("NextKeyMarker", "")

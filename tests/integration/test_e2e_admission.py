@@ -100,16 +100,6 @@ def put(relay: harness.Relay, key: tuple[str, str], bucket: str, name: str,
     return send(url, "PUT", signed, body)
 
 
-def access(relay: harness.Relay, request_id: str) -> dict[str, Any]:
-    """The access record of ``request_id`` (waiting briefly for the log line)."""
-    for _ in range(50):
-        for record in relay.records():
-            if record.get("access", {}).get("request_id") == request_id:
-                return dict(record["access"])
-        time.sleep(0.1)
-    raise AssertionError(f"no access record for {request_id}")
-
-
 def metric(management: str, rule: str) -> float:
     text = requests.get(f"{management}/metrics", timeout=10).text
     prefix = f's3relay_admission_refusals_total{{rule="{rule}"}} '
@@ -138,7 +128,7 @@ def test_outside_allowed_networks_refused(
     reply = put(relay, CLIENT_KEY, bucket, "claimed", {"x-forwarded-for": "10.1.2.3"})
     refused(reply, 403, "AccessDenied")
     assert object_keys(bucket) == []
-    record = access(relay, reply.headers["x-amz-request-id"])
+    record = relay.access(reply.headers["x-amz-request-id"])
     assert "allowed_networks" in record["reason"]
     assert record["address"] == "127.0.0.1"
     assert record["forwarded_for"] == "10.1.2.3" and record["forwarded_trusted"] is False
@@ -153,7 +143,7 @@ def test_client_networks_not_bypassed_by_untrusted_xff(
     for headers in ({}, {"x-forwarded-for": "10.1.2.3"}, {"forwarded": "for=10.1.2.3"}):
         reply = put(relay, NETCLIENT, bucket, "netclient", headers)
         refused(reply, 403, "AccessDenied")
-        record = access(relay, reply.headers["x-amz-request-id"])
+        record = relay.access(reply.headers["x-amz-request-id"])
         assert record["client"] == "netclient" and "client netclient" in record["reason"]
         assert record["address"] == "127.0.0.1" and record["forwarded_trusted"] is False
     assert object_keys(bucket) == []
@@ -169,7 +159,7 @@ def test_trusted_proxy_xff_honoured(
     reply = put(relay, NETCLIENT, bucket, "via-proxy",
                 {"x-forwarded-for": "192.168.9.9, 10.1.2.3"})
     assert reply.status == 200, reply.body
-    record = access(relay, reply.headers["x-s3relay-request-id"])
+    record = relay.access(reply.headers["x-s3relay-request-id"])
     assert record["address"] == "10.1.2.3" and record["forwarded_trusted"] is True
     assert record["forwarded_for"] == "192.168.9.9, 10.1.2.3"
     # The right-most untrusted address counts, not what the client put on the left.
@@ -183,7 +173,7 @@ def test_trusted_proxy_xff_honoured(
     # The global rule applies to the effective address too.
     reply = put(relay, CLIENT_KEY, bucket, "far", {"x-forwarded-for": "203.0.113.9"})
     refused(reply, 403, "AccessDenied")
-    assert "[server] allowed_networks" in access(relay, reply.headers["x-amz-request-id"])["reason"]
+    assert "[server] allowed_networks" in relay.access(reply.headers["x-amz-request-id"])["reason"]
     assert object_keys(bucket) == ["via-proxy"]
 
 
@@ -281,7 +271,7 @@ def test_anonymous_requests_share_their_own_rate_limit(
         refused(reply, 404, "NoSuchKey")  # unsigned, allowed, and answered by S3
     refused(reply, 503, "SlowDown")
     assert 1 <= int(reply.headers["retry-after"]) <= 5
-    assert access(relay, reply.headers["x-amz-request-id"])["client"] == "anonymous"
+    assert relay.access(reply.headers["x-amz-request-id"])["client"] == "anonymous"
     assert metric(management, "client_rate") == before + 1
     assert put(relay, CLIENT_KEY, bucket, "signed-while-anonymous-waits").status == 200
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -78,16 +78,6 @@ def code_of(body: bytes) -> str:
     return body[start + 6 : end].decode()
 
 
-def access(relay: harness.Relay, request_id: str) -> dict[str, Any]:
-    """The access record of ``request_id`` (waiting briefly for the log line)."""
-    for _ in range(50):
-        for record in relay.records():
-            if record.get("access", {}).get("request_id") == request_id:
-                return dict(record["access"])
-        time.sleep(0.1)
-    raise AssertionError(f"no access record for {request_id}")
-
-
 def nothing_upstream(tap: TcpTap, before: int) -> bool:
     time.sleep(0.3)
     return tap.sent_up == before
@@ -109,7 +99,7 @@ def test_asterisk_is_answered_by_the_relay(
     status, got, body = exchange(relay, raw(method, "*", headers))
     assert (status, code_of(body)) == (400, "InvalidURI")
     assert "server" not in got, got
-    record = access(relay, got["x-amz-request-id"])
+    record = relay.access(got["x-amz-request-id"])
     assert (record["method"], record["status"], record["error_code"]) == (
         method, 400, "InvalidURI"
     )
@@ -125,7 +115,7 @@ def test_asterisk_from_outside_allowed_networks_is_refused_by_admission(
     )
     assert (status, code_of(body)) == (403, "AccessDenied")
     assert "server" not in got, got
-    assert "allowed_networks" in access(closed, got["x-amz-request-id"])["reason"]
+    assert "allowed_networks" in closed.access(got["x-amz-request-id"])["reason"]
     assert nothing_upstream(tap, before)
 
 
@@ -146,7 +136,7 @@ def test_absolute_form_is_served_as_origin_form(
     assert status == 200 and b"<ListBucketResult" in body, body[:300]
     assert "twisted" not in got.get("server", "").lower(), got  # (the upstream's own passes)
     assert upstream_head.startswith(f"GET {path} HTTP/1.1\r\n".encode()), upstream_head[:200]
-    record = access(relay, got["x-s3relay-request-id"])
+    record = relay.access(got["x-s3relay-request-id"])
     assert (record["operation"], record["bucket"], record["status"]) == (
         "ListObjects", bucket, 200
     )
@@ -163,7 +153,7 @@ def test_absolute_form_naming_another_host_is_refused(
     )
     assert (status, code_of(body)) == (400, "InvalidRequest")
     assert "server" not in got, got
-    assert "authority" in access(relay, got["x-amz-request-id"])["reason"]
+    assert "authority" in relay.access(got["x-amz-request-id"])["reason"]
     assert nothing_upstream(tap, before)
 
 
@@ -176,5 +166,5 @@ def test_connect_is_refused_and_closed(relay: harness.Relay, tap: TcpTap) -> Non
     assert got["allow"] == "GET, HEAD, PUT, POST, DELETE"
     assert got["connection"] == "close"  # and exchange() read until the relay closed
     assert "server" not in got, got
-    assert access(relay, got["x-amz-request-id"])["method"] == "CONNECT"
+    assert relay.access(got["x-amz-request-id"])["method"] == "CONNECT"
     assert nothing_upstream(tap, before)
