@@ -125,8 +125,7 @@ def _parse_expires(value: str) -> int:
     if len(value) > 10 or int(value) > MAX_PRESIGN_EXPIRES:
         raise query_malformed("X-Amz-Expires must be less than a week (in seconds) that is "
                               "604800 seconds")
-    if int(value) < 1:
-        raise query_malformed("X-Amz-Expires must be at least 1 second")
+    # 0 is well formed: S3 answers such a URL as expired (sigv4._check_clock).
     return int(value)
 
 

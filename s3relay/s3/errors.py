@@ -39,6 +39,7 @@ class S3Error(Exception):
         reason: str | None = None,
         headers: Mapping[str, str] | None = None,
         kind: Kind = Kind.REQUEST,
+        details: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -49,6 +50,9 @@ class S3Error(Exception):
         #: Extra response headers (``Retry-After`` for SlowDown).
         self.headers: Mapping[str, str] = headers or {}
         self.kind = kind
+        #: More elements of the error document, after Message, as S3 adds them
+        #: (``X-Amz-Expires``, ``Expires``, ``ServerTime`` for an expired URL).
+        self.details = tuple(details)
 
     def to_xml(self, request_id: str, resource: str = "") -> bytes:
         """The S3 error document for this error."""
@@ -56,6 +60,7 @@ class S3Error(Exception):
             '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
             f"<Code>{escape(self.code)}</Code>",
             f"<Message>{escape(self.message)}</Message>",
+            *(f"<{name}>{escape(value)}</{name}>" for name, value in self.details),
         ]
         if resource:
             parts.append(f"<Resource>{escape(resource)}</Resource>")

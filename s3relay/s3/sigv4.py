@@ -110,8 +110,20 @@ def _check_clock(auth: ParsedAuth, now: datetime.datetime, when: datetime.dateti
     if age < -MAX_SKEW_SECONDS:
         raise access_denied("Request is not valid yet", f"X-Amz-Date {auth.amz_date} in future")
     expires = auth.expires if auth.expires is not None else 0
-    if age > expires:
-        raise access_denied("Request has expired", f"expired {age - expires:.0f}s ago")
+    if age > expires or expires == 0:
+        raise S3Error(
+            "AccessDenied", "Request has expired", 403, f"expired {age - expires:.0f}s ago",
+            details=(
+                ("X-Amz-Expires", str(expires)),
+                ("Expires", _iso(when + datetime.timedelta(seconds=expires))),
+                ("ServerTime", _iso(utc(now))),
+            ),
+        )
+
+
+def _iso(moment: datetime.datetime) -> str:
+    """A time as S3 writes it in error documents."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_signed_headers(auth: ParsedAuth, headers: Mapping[str, Sequence[str]]) -> None:

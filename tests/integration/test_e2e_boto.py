@@ -8,6 +8,9 @@ from typing import Any, Callable
 
 import pytest
 import requests
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests import harness
@@ -163,6 +166,22 @@ def test_presigned_get_and_put(relay: harness.Relay, upstream: Any, bucket: str)
     tampered = get_url.replace("pre%20signed", "other")
     response = requests.get(tampered, timeout=10)
     assert response.status_code == 403 and b"SignatureDoesNotMatch" in response.content
+
+
+def test_presigned_zero_expiry_is_expired_as_s3_says(
+    relay: harness.Relay, upstream: Any, bucket: str
+) -> None:
+    upstream.put_object(Bucket=bucket, Key="k", Body=b"x")
+    # botocore's own query signer (its CRT one refuses 0, which S3 accepts).
+    request = AWSRequest("GET", f"{relay.url}/{bucket}/k")
+    S3SigV4QueryAuth(Credentials(*CLIENT_KEY), "s3", "us-east-1", expires=0).add_auth(request)
+    url = request.url
+    assert "X-Amz-Expires=0" in url
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 403, response.content
+    for element in (b"<Code>AccessDenied</Code>", b"<Message>Request has expired</Message>",
+                    b"<X-Amz-Expires>0</X-Amz-Expires>", b"<Expires>", b"<ServerTime>"):
+        assert element in response.content, response.content
 
 
 def test_sigv2_presigned_refused(client: Any, bucket: str) -> None:

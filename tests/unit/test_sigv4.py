@@ -568,7 +568,6 @@ def test_parse_presigned_expires_bounds(expires: str) -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"X-Amz-Expires": "0"},
         {"X-Amz-Expires": "604801"},
         {"X-Amz-Expires": "99999999999999999999999"},
         {"X-Amz-Expires": "-1"},
@@ -723,8 +722,24 @@ def test_presigned_valid_window(seconds: int) -> None:
 
 
 def test_presigned_expired() -> None:
-    error = refused(PRESIGNED_EXAMPLE, "AccessDenied", 403,
-                    now=T0 + datetime.timedelta(seconds=86401))
+    now = T0 + datetime.timedelta(seconds=86401)
+    error = refused(PRESIGNED_EXAMPLE, "AccessDenied", 403, now=now)
+    assert error.message == "Request has expired"
+    # As S3 writes it: how long the URL was valid, until when, and the time now.
+    assert error.details == (
+        ("X-Amz-Expires", "86400"),
+        ("Expires", (T0 + datetime.timedelta(seconds=86400)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("ServerTime", now.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    )
+    assert b"<X-Amz-Expires>86400</X-Amz-Expires><Expires>" in error.to_xml("ID")
+
+
+def test_zero_expiry_is_well_formed_and_already_expired() -> None:
+    assert sigv4.parse_presigned({**PRESIGN_PARAMS, "X-Amz-Expires": "0"}).expires == 0
+    query = PRESIGNED_EXAMPLE.query.replace(b"X-Amz-Expires=86400", b"X-Amz-Expires=0")
+    assert query != PRESIGNED_EXAMPLE.query
+    error = refused(dataclasses.replace(PRESIGNED_EXAMPLE, query=query), "AccessDenied", 403,
+                    now=T0)
     assert error.message == "Request has expired"
 
 
