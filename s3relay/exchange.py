@@ -151,9 +151,7 @@ class Exchange:
         self._request_upstream(upstream, producer)
 
     def _request_upstream(self, upstream: UpstreamRequest, producer: StreamingBody | None) -> None:
-        headers = _AmzHeaders(
-            {k.encode("latin-1"): [v.encode("latin-1")] for k, v in upstream.headers.items()}
-        )
+        headers = _AmzHeaders(upstream.wire_headers())
         self._upstream_started = self._monitor.clock.seconds()
         self.request.awaitUpstream(self._await_first_byte)
         # Kept for one retry on a new connection (_retry_upstream).

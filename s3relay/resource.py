@@ -31,6 +31,7 @@ from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
 from s3relay.decision import Decision
 from s3relay.exchange import Exchange
+from s3relay.http.headers import header_text
 from s3relay.http.limits import check_declared_size
 from s3relay.http.request import RelayRequest
 from s3relay.outcome import AccessRecord, Monitor, Outcome
@@ -50,9 +51,10 @@ NO_BODY = BodyPlan(0, EMPTY_SHA256, {})
 
 
 def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
-    """The request's headers by lowercase name, values as latin-1 text."""
+    """The request's headers by lowercase name, values as the client signed
+    them (``http.headers.header_text``)."""
     return {
-        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        name.decode("latin-1").lower(): [header_text(v) for v in values]
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
 

@@ -54,6 +54,22 @@ def end_to_end(headers: Mapping[str, _Values]) -> dict[str, _Values]:
     }
 
 
+def header_text(value: bytes) -> str:
+    """A header value as text: its UTF-8 reading where the bytes are UTF-8,
+    else its ISO-8859-1 reading.
+
+    That is what a client signed: SDKs that send non-ASCII values as UTF-8
+    (botocore with urllib3 2, Go, Java) sign those bytes; those that send
+    ISO-8859-1 (http.client) sign the UTF-8 of the text they had.  SigV4's
+    canonical request is UTF-8, so either way the text, encoded again, is
+    what the signature covers.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def wire_name(name: bytes) -> bytes:
     """A header name as it goes on the wire: ``x-amz-*`` in lower case.
 

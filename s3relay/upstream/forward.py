@@ -18,6 +18,7 @@ from s3relay.credentials.spec import CredentialSet
 from s3relay.http.headers import end_to_end
 from s3relay.s3 import sigv4
 from s3relay.s3.addressing import Target, upstream_location
+from s3relay.s3.errors import S3Error
 from s3relay.upstream.settings import UpstreamConfig
 
 #: Request headers the relay sets itself (or drops) for the upstream request.
@@ -62,6 +63,11 @@ class UpstreamRequest:
     url: str
     #: Lowercase names; everything but ``user-agent`` is signed.
     headers: Mapping[str, str]
+    #: How header values go on the wire (``[upstream] header_charset``).
+    charset: str = "utf-8"
+
+    def wire_headers(self) -> dict[bytes, list[bytes]]:
+        return {k.encode("latin-1"): [v.encode(self.charset)] for k, v in self.headers.items()}
 
 
 def _wire_query(pairs: Sequence[tuple[bytes, bytes]]) -> str:
@@ -127,7 +133,18 @@ def build_upstream_request(
     # Always connect to the configured endpoint; virtual addressing lives in
     # the Host header, so all buckets share one connection pool and one TLS name.
     url = upstream.url + path + (f"?{query}" if query else "")
-    return UpstreamRequest(method, url, headers)
+    charset = upstream.header_charset
+    for name, value in headers.items() if charset != "utf-8" else ():  # UTF-8 encodes any
+        try:
+            value.encode(charset)
+        except UnicodeEncodeError:
+            raise S3Error(
+                "InvalidArgument",
+                f"The value of header {name} cannot be sent to the storage service.",
+                400,
+                f"{name} has characters outside [upstream] header_charset = {charset}",
+            ) from None
+    return UpstreamRequest(method, url, headers, charset)
 
 
 def _drop_aws_chunked(headers: dict[str, str]) -> None:

@@ -14,6 +14,8 @@ from s3relay.ini import ConfigError, Section
 
 #: How bucket names reach the upstream: in the path, or in the Host.
 ADDRESSING = ("path", "virtual")
+#: How a store reads non-ASCII header bytes (``header_charset``).
+HEADER_CHARSETS = ("utf-8", "latin-1")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class UpstreamConfig:
     #: The store binds upload ids to their keys (AWS S3, Ceph, MinIO): the
     #: relay need not check each id's key first (``s3.uploads``).
     binds_upload_ids: bool = False
+    #: How the store reads non-ASCII header bytes: as UTF-8 (AWS S3, MinIO,
+    #: Ceph: the bytes are what SigV4 signs) or as ISO-8859-1 (stores on WSGI,
+    #: such as moto, which sign the UTF-8 of that reading).  Values go upstream
+    #: in that encoding, signed for it.
+    header_charset: str = "utf-8"
 
     @property
     def scheme(self) -> str:
@@ -77,6 +84,9 @@ def parse_upstream(section: Section) -> UpstreamConfig:
         ca_pem = section.read_file("ca_file", ca_file)
         if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
             raise ConfigError(section.name, "ca_file", f"{ca_file} holds no PEM certificate")
+    header_charset = section.get("header_charset", "utf-8")
+    if header_charset not in HEADER_CHARSETS:
+        raise ConfigError(section.name, "header_charset", "must be utf-8 or latin-1")
     binds_upload_ids = section.get("binds_upload_ids", "no")
     if binds_upload_ids not in ("yes", "no"):
         raise ConfigError(section.name, "binds_upload_ids", "must be yes or no")
@@ -90,4 +100,5 @@ def parse_upstream(section: Section) -> UpstreamConfig:
         ca_pem=ca_pem,
         insecure=insecure == "yes",
         binds_upload_ids=binds_upload_ids == "yes",
+        header_charset=header_charset,
     )

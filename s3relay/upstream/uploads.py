@@ -72,8 +72,7 @@ class UploadCheck:
     def _page(self, agent: IAgent, markers: tuple[str, str] | None, page: int,
               done: Deferred[None]) -> None:
         request = self._sign(markers)
-        headers = Headers({wire_name(k.encode("latin-1")): [v.encode("latin-1")]
-                           for k, v in request.headers.items()})
+        headers = Headers({wire_name(k): v for k, v in request.wire_headers().items()})
         response = agent.request(b"GET", request.url.encode("ascii"), headers, None)
         body = response.addCallback(self._read)
         self._current = body

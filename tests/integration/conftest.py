@@ -78,6 +78,8 @@ region = us-east-1, eu-west-1
 url = {upstream_url or s3.url}
 region = us-east-1
 addressing = {addressing}
+# moto runs on WSGI: it reads header bytes as ISO-8859-1.
+header_charset = latin-1
 
 [credentials:main]
 access_key_id = {s3.access_key}

@@ -6,6 +6,7 @@ only the upstream key) and by botocore's S3SigV4Auth as an independent oracle.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import string
@@ -24,6 +25,7 @@ from s3relay.config import CredentialSet, UpstreamConfig
 from s3relay.http.headers import HOP_BY_HOP
 from s3relay.s3 import sigv4
 from s3relay.s3.addressing import Target
+from s3relay.s3.errors import S3Error
 from s3relay.upstream.forward import (
     PRESIGN_PARAMS,
     UpstreamRequest,
@@ -445,3 +447,26 @@ def test_signature_verifies_for_any_request(
     for name in request.headers:
         assert name not in HOP_BY_HOP and name not in ("expect", "content-length")
     assert_signed_correctly(request, credentials, upstream, when)
+
+
+# -- non-ASCII header values -----------------------------------------------------------------
+
+LATIN_UP = dataclasses.replace(PATH_UP, header_charset="latin-1")
+
+
+@pytest.mark.parametrize("upstream, wire", [(PATH_UP, "caf\xe9".encode()),
+                                            (LATIN_UP, "caf\xe9".encode("latin-1"))])
+def test_non_ascii_values_go_in_the_upstreams_charset_signed_as_text(
+    upstream: UpstreamConfig, wire: bytes
+) -> None:
+    request = build(client_request(content_disposition="caf\xe9"), upstream=upstream)
+    assert request.wire_headers()[b"content-disposition"] == [wire]
+    assert_signed_correctly(request, upstream=upstream)
+
+
+def test_a_value_the_upstreams_charset_cannot_hold_is_refused() -> None:
+    with pytest.raises(S3Error) as info:
+        build(client_request(content_disposition="\u20ac"), upstream=LATIN_UP)
+    assert (info.value.code, info.value.status) == ("InvalidArgument", 400)
+    assert build(client_request(content_disposition="\u20ac")).headers[
+        "content-disposition"] == "\u20ac"

@@ -9,6 +9,7 @@ from s3relay.http.headers import (
     HOP_BY_HOP,
     connection_named,
     end_to_end,
+    header_text,
     response_head,
     valid_field,
     wire_name,
@@ -59,3 +60,14 @@ def test_valid_field() -> None:
     assert not valid_field(b"Bad Name: x")
     assert not valid_field(b"NoColon")
     assert not valid_field(b"X: a\x00b")
+
+
+def test_header_text_reads_utf8_bytes_as_utf8_and_others_as_latin1() -> None:
+    assert header_text("café".encode()) == "café"
+    assert header_text("café".encode("latin-1")) == "café"
+    assert header_text(b"plain") == "plain"
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=20))
+def test_header_text_of_utf8_is_the_text(text: str) -> None:
+    assert header_text(text.encode("utf-8")) == text
