@@ -25,6 +25,7 @@ from s3relay.access.admission import (
     parse_client_admission,
 )
 from s3relay.access.anonymous import ANONYMOUS, parse_anonymous
+from s3relay.access.cors import PREFLIGHT_CLIENT
 from s3relay.access.policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_policy
 from s3relay.credentials.spec import (
     CredentialSet as CredentialSet,
@@ -71,6 +72,9 @@ class ServerConfig:
     #: Relay paths and copy sources with ``.``/``..`` segments (``addressing``);
     #: off: refused with 400 InvalidRequest.
     allow_dot_segments: bool = False
+    #: The credential set CORS preflights are signed with upstream (``access.cors``);
+    #: None: ``[anonymous]``'s, if any.
+    preflight_credentials: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class Config:
     anonymous: ClientKey | None = None
     #: Storage class and headers added to upstream writes (``transforms``).
     transforms: Transforms = NO_TRANSFORMS
+    #: Who CORS preflights act as upstream (``access.cors``); None: refused.
+    preflight: ClientKey | None = None
 
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
@@ -149,6 +155,7 @@ def _server(section: Section) -> ServerConfig:
         admission=parse_admission(section),
         workers=parse_workers(section, listen),
         allow_dot_segments=dot_segments == "yes",
+        preflight_credentials=section.optional("preflight_credentials"),
     )
 
 
@@ -240,6 +247,12 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
             ANONYMOUS, "", "", access.credentials, access.policy,
             admission=parse_client_admission(sections["anonymous"]),
         )
+    preflight_set = server.preflight_credentials
+    if preflight_set is not None and preflight_set not in specs:
+        raise ConfigError("server", "preflight_credentials", f"no [credentials:{preflight_set}] section")
+    if preflight_set is None and anonymous is not None:
+        preflight_set = anonymous.credentials
+    preflight = ClientKey(PREFLIGHT_CLIENT, "", "", preflight_set) if preflight_set else None
     transforms = parse_transforms(
         sections["upstream"],
         {n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("client:")},
@@ -257,6 +270,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         credential_specs=MappingProxyType(specs),
         anonymous=anonymous,
         transforms=transforms,
+        preflight=preflight,
     )
 
 

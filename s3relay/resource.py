@@ -21,11 +21,13 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from s3relay.access import admission, anonymous
+from s3relay.access import admission, anonymous, cors
+from s3relay.access.admission import OPEN_CLIENT
 from s3relay.access.client_cert import check_binding
 from s3relay.access.policy import authorize
 from s3relay.body import multidelete
-from s3relay.body.plan import BodyPlan, plan_body
+from s3relay.body.digests import PayloadChecker
+from s3relay.body.plan import BodyPlan, PlainBody, plan_body
 from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
@@ -39,7 +41,7 @@ from s3relay.s3 import sigv4
 from s3relay.s3.addressing import Target, parse_target
 from s3relay.s3.errors import S3Error
 from s3relay.s3.listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
-from s3relay.s3.operations import classify
+from s3relay.s3.operations import Operation, classify
 from s3relay.s3.signing import EMPTY_SHA256
 from s3relay.s3.uploads import UPLOAD_ID_OPERATIONS, Binding, UploadBindings
 from s3relay.upstream.forward import UpstreamRequest, build_upstream_request
@@ -147,6 +149,8 @@ class RelayResource(Resource):
         record.bucket, record.key = target.bucket, target.key
         now = self._now()
         pairs = sigv4.query_pairs(raw_query)
+        if method == "OPTIONS":  # S3's OPTIONS is the CORS preflight, unsigned
+            return self._preflight(config, request, record, headers, target, pairs)
         if config.anonymous is not None and anonymous.is_unsigned(headers, raw_query):
             verified = anonymous.verified(headers)
             client: ClientKey | None = config.anonymous
@@ -233,6 +237,37 @@ class RelayResource(Resource):
             config.server.limits.first_byte_timeout,
             resign if checked_delete else None,
             upload_check,
+        )
+
+    def _preflight(
+        self,
+        config: Config,
+        request: RelayRequest,
+        record: AccessRecord,
+        headers: Mapping[str, Sequence[str]],
+        target: Target,
+        pairs: Sequence[tuple[bytes, bytes]],
+    ) -> Decision:
+        """A CORS preflight, asked of the upstream (``access.cors``)."""
+        record.operation = cors.PREFLIGHT
+        cors.check_preflight(headers, request.bodyLength)
+        client = config.preflight
+        if client is None or target.bucket is None:
+            raise cors.preflight_refused(
+                "preflight for the service" if client is not None else
+                "no [server] preflight_credentials and no [anonymous] to sign preflights with"
+            )
+        record.client = client.name
+        upstream = build_upstream_request(
+            "OPTIONS", target, b"", True, headers, NO_BODY,
+            self._credentials.for_client(config, client), config.upstream, self._now(),
+            self._keys, decoded_query=pairs,
+        )
+        release = self._gate.admit(config.server.admission, client.name, OPEN_CLIENT).release
+        return Decision(
+            client.name, target, Operation(cors.PREFLIGHT, None), NO_BODY,
+            PlainBody(PayloadChecker(EMPTY_SHA256, None, {})),
+            upstream, None, release, config.server.limits.first_byte_timeout,
         )
 
     def _upload_check(

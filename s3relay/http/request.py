@@ -258,5 +258,12 @@ def write_error(request: RelayRequest, error: S3Error, resource: str = "") -> No
     request.setResponseCode(response.status)
     for name, value in response.headers:
         request.responseHeaders.setRawHeaders(name, [value])
+    origin = request.getHeader(b"origin")
+    if origin is not None:
+        # A page's request the relay refused: let the page read why (the
+        # error names nothing the page did not send), as S3 lets it where
+        # the bucket's CORS rules allow the origin.
+        request.responseHeaders.setRawHeaders(b"access-control-allow-origin", [origin])
+        request.responseHeaders.setRawHeaders(b"vary", [b"Origin"])
     request.write(response.body)
     request.finish()
