@@ -56,7 +56,9 @@ def request_headers(request: RelayRequest) -> dict[str, Sequence[str]]:
     """The request's headers by lowercase name, values as the client signed
     them (``http.headers.header_text``)."""
     return {
-        name.decode("latin-1").lower(): [header_text(v) for v in values]
+        name.decode("latin-1").lower(): [
+            v.decode("ascii") if v.isascii() else header_text(v) for v in values
+        ]
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
 

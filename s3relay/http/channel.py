@@ -157,7 +157,7 @@ class RelayChannel(http.HTTPChannel):
 
     def _startHead(self) -> None:
         self._phase = HEAD
-        self._head = HeadCheck(self.limits)
+        self._head.start(self.limits)
         if self._headCall is None:
             self._headCall = self.callLater(self.limits.header_timeout, self._headTimedOut)
 

@@ -23,6 +23,10 @@ class HeadCheck:
     """The lines of one request head so far."""
 
     def __init__(self, limits: Limits) -> None:
+        self.start(limits)
+
+    def start(self, limits: Limits) -> None:
+        """A new head begins, under ``limits``."""
         self.limits = limits
         #: Lines seen, the request line included (0: waiting for it).
         self.lines = 0

@@ -14,7 +14,8 @@ from typing import Any, Callable, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
+from twisted.web.http import datetimeToString
 
 from s3relay.compat import client_gone
 from s3relay.http.target import read_target
@@ -67,7 +68,7 @@ class PlainRequest(server.Request):
 
     def process(self) -> None:
         self.site = cast(Any, self.channel).site  # Site.buildProtocol sets it
-        self.setHeader(b"Date", http.datetimeToString())
+        self.setHeader(b"Date", datetimeToString())
         self.prepath = []
         self.postpath = [unquote_to_bytes(segment) for segment in self.path[1:].split(b"/")]
         try:
