@@ -38,7 +38,14 @@ from s3relay.access.networks import (
     parse_networks,
     x_forwarded_for,
 )
-from s3relay.access.ratelimit import UNLIMITED, Admitted, Clock, RateLimiter, RateLimits
+from s3relay.access.ratelimit import (
+    UNLIMITED,
+    Admitted,
+    Clock,
+    RateLimiter,
+    RateLimits,
+    Share,
+)
 from s3relay.ini import ConfigError, Section
 from s3relay.s3.errors import S3Error
 
@@ -110,6 +117,8 @@ def _rate_limits(section: Section) -> RateLimits:
     rate = burst = concurrent = None
     if section.optional("rate") is not None:
         rate = section.convert("rate", "", float)
+        if not rate > 0:  # 0 would never refill (and divide by zero), NaN never compare
+            raise ConfigError(section.name, "rate", "must be above 0")
     if section.optional("burst") is not None:
         if rate is None:
             raise ConfigError(section.name, "burst", "needs rate")
@@ -264,11 +273,20 @@ def check_host(
 
 class Gate:
     """The checks above for one relay, counting refusals by rule, and the rate
-    limiter's state (kept across reloads)."""
+    limiter's state (kept across reloads).
 
-    def __init__(self, clock: Clock, metrics: RefusalCounter) -> None:
+    The limits it enforces are this process's ``share`` of the configured
+    ones (``ratelimit.Share``): all of them for a relay of its own, a part
+    for one of ``[server] workers``.  By default the share the supervisor
+    gave this process (``Share.of_process``).
+    """
+
+    def __init__(
+        self, clock: Clock, metrics: RefusalCounter, share: Share | None = None
+    ) -> None:
         self._limiter = RateLimiter(clock)
         self._metrics = metrics
+        self.share = share if share is not None else Share.of_process()
 
     def in_flight(self, client: str | None = None) -> int:
         return self._limiter.in_flight("" if client is None else f"client:{client}")
@@ -301,7 +319,10 @@ class Gate:
 
     def admit(self, config: AdmissionConfig, client: str | None, own: ClientAdmission) -> Admitted:
         """Take a token and slots for ``client``'s request, or raise SlowDown."""
-        outcome = self._limiter.admit(config.limits, client, own.limits)
+        share = self.share
+        outcome = self._limiter.admit(
+            share.limits(config.limits), client, share.limits(own.limits)
+        )
         if isinstance(outcome, Admitted):
             return outcome
         self._metrics.admission_refused(f"{outcome.scope}_{outcome.limit}")

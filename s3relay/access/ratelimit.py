@@ -12,6 +12,9 @@ taken, so a request refused by one limit costs no token or slot in another.
 The slots a request holds are released by ``Admitted.release``, which the
 caller must run however the request ends; releasing twice is harmless.
 
+With ``[server] workers = N`` every worker process enforces its ``Share``
+of each limit, so that the limits hold for the relay as a whole (below).
+
 Pure: time comes from an injected ``clock`` (seconds, monotonic enough);
 nothing here imports Twisted.
 """
@@ -19,8 +22,9 @@ nothing here imports Twisted.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from s3relay.s3.errors import S3Error
 
@@ -40,6 +44,75 @@ class RateLimits:
 
 
 UNLIMITED = RateLimits()
+
+#: Set by the supervisor in each worker's environment (``workers.pool``):
+#: the worker's index (1..N), also the ``worker`` field of its log lines.
+WORKER_ENV = "S3RELAY_WORKER"
+#: Set with it: N, how many workers share the relay's limits.
+WORKERS_ENV = "S3RELAY_WORKERS"
+
+
+@dataclass(frozen=True)
+class Share:
+    """Worker ``index`` of ``count``'s share of the relay-wide limits.
+
+    With ``[server] workers = N`` the kernel hands each connection to one of
+    N processes that share nothing, so each enforces a share of every limit
+    (``rate``, ``burst``, ``max_concurrent_requests``, ``max_connections``),
+    and the shares add up to the configured limit:
+
+    * ``rate`` and ``burst``: ``rate / N`` and ``burst / N`` each, but a
+      bucket of at least 1 token (a smaller one could never admit anything);
+    * counts (``max_concurrent_requests``, ``max_connections``): ``L // N``
+      each, and one more for the first ``L % N`` workers, so that they sum to
+      exactly ``L``; but at least 1 each.
+
+    So relay-wide at most ``max(burst, N) + rate * t`` requests in any ``t``
+    seconds, and ``max(L, N)`` requests or connections at once: a limit below
+    N acts as N (the supervisor logs a warning).  The error goes the other
+    way only: a client whose requests all reach one worker (one keep-alive
+    connection) gets that worker's share, down to ``1/N`` of its limit.
+    Limits below 1 (refuse everything) are left as they are, and with one
+    worker (``WHOLE``) every limit is the configured one.
+    """
+
+    #: This process's number, 1..count.
+    index: int = 1
+    #: How many processes share the limits.
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"worker {self.index} of {self.count}")
+
+    @classmethod
+    def of_process(cls, environ: Mapping[str, str] = os.environ) -> Share:
+        """This process's share: ``WHOLE`` unless the supervisor started it as a worker."""
+        index, count = environ.get(WORKER_ENV), environ.get(WORKERS_ENV)
+        if index is None or count is None:
+            return WHOLE
+        return cls(int(index), int(count))
+
+    def part(self, limit: int) -> int:
+        """This worker's part of a count limit (see the class docstring)."""
+        if self.count == 1 or limit < 1:
+            return limit
+        base, extra = divmod(limit, self.count)
+        return max(1, base + (1 if self.index <= extra else 0))
+
+    def limits(self, limits: RateLimits) -> RateLimits:
+        """This worker's part of one scope's limits."""
+        if self.count == 1 or limits == UNLIMITED:
+            return limits
+        rate, burst, concurrent = limits.rate, limits.burst, limits.max_concurrent
+        if rate is not None:
+            rate, burst = rate / self.count, max(1.0, burst / self.count)
+        if concurrent is not None:
+            concurrent = self.part(concurrent)
+        return RateLimits(rate, burst, concurrent)
+
+
+WHOLE = Share()
 
 
 class TokenBucket:

@@ -6,7 +6,8 @@ accepted, its request head read (under ``header_timeout``), and answered with
 503 SlowDown before closing: a client library sees an S3 error it retries with
 backoff, where a refused or reset TCP connection reads as the relay being down.
 Those refused connections are themselves capped (at the same number): beyond
-that, new connections are closed at once.
+that, new connections are closed at once.  With ``[server] workers`` the
+number here is this worker's share of ``max_connections`` (``RelaySite``).
 
 On SIGTERM (``GracefulShutdown.stopService``, alongside the listeners that stop
 accepting) idle keep-alive connections close at once, requests under way run to

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.unit.test_channel -*-
 """The relay's Site: channels that dispatch at the end of the headers, and
-the connection count they are admitted against."""
+the connection count they are admitted against (this process's share of
+``max_connections`` with ``[server] workers``: ``access.ratelimit.Share``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
+from s3relay.access.ratelimit import Share
 from s3relay.config import Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.http.channel import RelayChannel
@@ -38,6 +40,7 @@ class RelaySite(Site):
         metrics: RelayMetrics | None = None,
         limits: Limits = DEFAULT_LIMITS,
         idle_timeout: float | None = None,
+        share: Share | None = None,
     ) -> None:
         super().__init__(resource, reactor=reactor)
         self.timeOut = idle_timeout
@@ -48,13 +51,15 @@ class RelaySite(Site):
         self.limits = limits
         #: Open connections, for max_connections and graceful shutdown.
         self.connections = Connections()
+        #: This process's share of max_connections (default: the supervisor's word).
+        self.share = share if share is not None else Share.of_process()
 
     def log(self, request: Any) -> None:
         """No combined-format line: every request gets a structured access record."""
 
     def buildProtocol(self, addr: Any) -> Any:
         connections = self.connections
-        max_connections = self.limits.max_connections
+        max_connections = self.share.part(self.limits.max_connections)
         if not connections.may_accept(max_connections):
             return None  # shutting down, or flooded: close at once
         channel: Any = RelayChannel(

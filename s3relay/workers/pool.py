@@ -30,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3relay.access.ratelimit import WORKER_ENV, WORKERS_ENV
 from s3relay.config import Config, ConfigError, load_config
 from s3relay.listen.endpoints import tls_options
 from s3relay.workers.link import CONTROL_IN, CONTROL_OUT, LISTEN_FD
@@ -53,6 +54,34 @@ READINESS_POLL = 2.0
 RELOAD_TIMEOUT = 60.0
 #: Seconds past ``shutdown_grace`` before workers still running are killed.
 STOP_MARGIN = 10.0
+
+
+def limits_below(config: Config, count: int) -> list[str]:
+    """The limits of ``config`` that ``count`` workers cannot split without
+    exceeding them: each worker's share is at least 1 (``ratelimit.Share``),
+    so a limit below ``count`` acts as ``count`` relay-wide."""
+    scopes = [("[server]", config.server.admission.limits)]
+    scopes += [(f"[client:{name}]", client.admission.limits)
+               for name, client in sorted(config.clients.items())]
+    if config.anonymous is not None:
+        scopes.append(("[anonymous]", config.anonymous.admission.limits))
+    found = []
+    connections = config.server.limits.max_connections
+    if 1 <= connections < count:
+        found.append(f"[server] max_connections = {connections}")
+    for scope, limits in scopes:
+        if limits.rate is not None and limits.burst < count:
+            found.append(f"{scope} burst = {limits.burst:g}")
+        if limits.max_concurrent is not None and 1 <= limits.max_concurrent < count:
+            found.append(f"{scope} max_concurrent_requests = {limits.max_concurrent}")
+    return found
+
+
+def warn_limits_below(config: Config, count: int) -> None:
+    below = limits_below(config, count)
+    if below:
+        log.warn("limits below workers = {count} act as {count} for the relay (each worker"
+                 " takes at least 1): {limits}", count=count, limits=", ".join(below))
 
 
 class _Refuse(Protocol):
@@ -120,6 +149,7 @@ class WorkerPool(Service):
         self._port = port
         log.info("listening on {listen}; starting {count} workers",
                  listen=self.config.server.listen, count=self.count)
+        warn_limits_below(self.config, self.count)
         for index in range(1, self.count + 1):
             self._spawn(index)
         self._poll.start(READINESS_POLL, now=False)
@@ -134,7 +164,8 @@ class WorkerPool(Service):
             return
         worker = WorkerProcess(self, index)
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-        env["S3RELAY_WORKER"] = str(index)
+        # Who it is, and how many share the relay's limits (``ratelimit.Share``).
+        env[WORKER_ENV], env[WORKERS_ENV] = str(index), str(self.count)
         command = worker_command(self._path, index, self._argv)
         fd = self._port.fileno()  # type: ignore[attr-defined]
         try:
@@ -270,6 +301,7 @@ class WorkerPool(Service):
         ):
             log.warn("reload: listener and workers changes take effect at the next restart")
         self.config = config
+        warn_limits_below(config, self.count)
         self._reloading = {w for w in self.workers.values() if w.ready}
         log.info("reload: passing SIGHUP to {count} workers", count=len(self._reloading))
         for worker in self._reloading:

@@ -14,6 +14,10 @@ itself; like nginx's master or gunicorn's arbiter it:
   while a worker restarts.  (SO_REUSEPORT would give each worker its own
   queue, filled by a hash whatever that worker's load, dropping the queue of
   a worker that dies, and cannot share an inherited systemd socket.)
+* tells each worker its index and N (``S3RELAY_WORKER``, ``S3RELAY_WORKERS``),
+  so that each enforces its share of the relay-wide limits (``rate``,
+  ``burst``, ``max_concurrent_requests``, ``max_connections``:
+  ``access.ratelimit.Share``), N fixed until the supervisor restarts;
 * tells systemd READY=1 once every worker listens, RELOADING=1/READY=1
   around a reload, STOPPING=1 on shutdown;
 * on SIGHUP checks the config itself and, only if it loads, passes SIGHUP on

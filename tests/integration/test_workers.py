@@ -27,9 +27,10 @@ from twisted.internet.defer import succeed
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from s3relay.access.ratelimit import WORKER_ENV, WORKERS_ENV, Share
 from s3relay.config import ConfigError, load_config, parse_config
 from s3relay.logs import observer
 from s3relay.ops.metrics import RelayMetrics
@@ -43,6 +44,7 @@ from s3relay.workers.pool import (
     STABLE_AFTER,
     STOP_MARGIN,
     WorkerPool,
+    limits_below,
 )
 from s3relay.workers.process import PRIVATE_ENV, worker_command
 from s3relay.workers.reports import METRICS_TIMEOUT
@@ -479,6 +481,8 @@ class ProcessReactor(MemoryReactorClock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[Any, FakeProcess, list[str], dict[int, Any]]] = []
+        #: The environment of each spawned process, in the same order.
+        self.environments: list[dict[str, str]] = []
         self.exits: list[int] = []
 
     def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: Any = None,
@@ -487,6 +491,7 @@ class ProcessReactor(MemoryReactorClock):
         process = FakeProcess(1000 + len(self.spawned))
         protocol.makeConnection(process)
         self.spawned.append((protocol, process, args, childFDs))
+        self.environments.append(dict(env or {}))
         return process
 
 
@@ -548,6 +553,54 @@ def test_pool_starts_workers_on_the_shared_socket(pool_world: Any) -> None:
     reactor.spawned[1][0].childDataReceived(4, frame(b"notify READY=1")[:3])
     reactor.spawned[1][0].childDataReceived(4, frame(b"notify READY=1")[3:])
     assert ready == [True] and pool.check()[0]
+
+
+def test_pool_tells_each_worker_its_share_of_the_limits(pool_world: Any) -> None:
+    pool, reactor, _, _ = pool_world
+    shares = [(env[WORKER_ENV], env[WORKERS_ENV]) for env in reactor.environments]
+    assert shares == [("1", "2"), ("2", "2")]
+    assert [Share.of_process(env) for env in reactor.environments] == [Share(1, 2), Share(2, 2)]
+    exited(reactor.spawned[0][0])
+    reactor.advance(restart_delay(reactor))  # a restarted worker takes the same share
+    assert reactor.spawned[-1][2][-1] == "1"
+    assert Share.of_process(reactor.environments[-1]) == Share(1, 2)
+
+
+def test_limits_below_the_workers_are_named() -> None:
+    text = ("[server]\nworkers = 4\nmax_connections = 3\nrate = 100\nburst = 2\n"
+            "max_concurrent_requests = 4\n"
+            "[upstream]\nurl = http://127.0.0.1:9000\nregion = us-east-1\n"
+            "[credentials:main]\naccess_key_id = AKIDWORKERS\nsecret_access_key = s\n"
+            "[client:one]\naccess_key_id = AKIDONE\nsecret_access_key = s\n"
+            "credentials = main\nmax_concurrent_requests = 1\n"
+            "[client:wide]\naccess_key_id = AKIDWIDE\nsecret_access_key = s\n"
+            "credentials = main\nrate = 0.5\nmax_concurrent_requests = 100\n"
+            "[anonymous]\nbuckets = *\ncredentials = main\nrate = 8\n")
+    config = parse_config(text)
+    assert limits_below(config, 4) == [
+        "[server] max_connections = 3",
+        "[server] burst = 2",
+        "[client:one] max_concurrent_requests = 1",
+        "[client:wide] burst = 1",  # rate 0.5: the default burst, 1
+    ]
+    assert limits_below(config, 1) == []
+    assert limits_below(parse_config(text.replace("workers = 4", "workers = 2")), 2) == [
+        "[client:one] max_concurrent_requests = 1", "[client:wide] burst = 1",
+    ]
+
+
+def test_reload_warns_of_limits_below_the_workers(pool_world: Any) -> None:
+    pool, reactor, _, (_, _, path) = pool_world
+    path.write_text(path.read_text().replace("[server]\n", "[server]\nrate = 10\nburst = 1\n"))
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        assert pool.reload() is True
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    warned = [formatEvent(e) for e in seen if e.get("log_level") == LogLevel.warn]
+    assert warned == ["limits below workers = 2 act as 2 for the relay (each worker takes"
+                      " at least 1): [server] burst = 1"]
 
 
 def restart_delay(reactor: ProcessReactor) -> float:

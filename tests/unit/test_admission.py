@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from s3relay.access.admission import (
+    OPEN_CLIENT,
     AdmissionConfig,
     ClientAdmission,
     Gate,
@@ -17,7 +18,7 @@ from s3relay.access.admission import (
 )
 from s3relay.access.networks import LOOPBACK, parse_address, parse_networks
 from s3relay.access.policy import MULTIPART_UPLOADS, authorize, parse_policy
-from s3relay.access.ratelimit import RateLimits
+from s3relay.access.ratelimit import WORKER_ENV, WORKERS_ENV, WHOLE, RateLimits, Share
 from s3relay.config import ConfigError, parse_config
 from s3relay.ini import Section
 from s3relay.ops.metrics import RelayMetrics
@@ -227,6 +228,56 @@ def test_gate_counts_refusals_by_rule() -> None:
     assert [_metric(metrics, r) for r in ("network", "host", "client_network", "relay_rate")] == [
         1.0, 1.0, 1.0, 1.0
     ]
+
+
+def test_workers_gates_enforce_their_share_of_every_limit() -> None:
+    """Two workers' gates: each admits its half of the relay's and the client's
+    limits, so that together they admit what one relay would."""
+    now = [0.0]
+    gates = [Gate(lambda: now[0], RelayMetrics(process_metrics=False), Share(i, 2))
+             for i in (1, 2)]
+    config = AdmissionConfig(limits=RateLimits(max_concurrent=3))
+    own = ClientAdmission(limits=RateLimits(rate=2.0, burst=4.0))
+    for gate in gates:  # burst 2 each, 1 a second each
+        for _ in range(2):
+            gate.admit(config, "c", own).release()
+        with pytest.raises(S3Error) as info:
+            gate.admit(config, "c", own)
+        assert "client c" in info.value.reason and info.value.headers == {"Retry-After": "1"}
+    now[0] += 1.0
+    for gate in gates:
+        gate.admit(config, "c", own).release()
+        with pytest.raises(S3Error):
+            gate.admit(config, "c", own)
+    # The relay's 3 concurrent requests: 2 on worker 1, 1 on worker 2.
+    held = [gates[0].admit(config, "d", OPEN_CLIENT), gates[0].admit(config, "d", OPEN_CLIENT),
+            gates[1].admit(config, "e", OPEN_CLIENT)]
+    for gate in gates:
+        with pytest.raises(S3Error) as info:
+            gate.admit(config, "f", OPEN_CLIENT)
+        assert "concurrent requests limit of the relay" in info.value.reason
+    assert [gate.in_flight() for gate in gates] == [2, 1]
+    for admitted in held:
+        admitted.release()
+    assert [gate.in_flight() for gate in gates] == [0, 0]
+
+
+def test_a_gate_takes_the_share_the_supervisor_gave_its_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert Gate(lambda: 0.0, RelayMetrics(process_metrics=False)).share is WHOLE
+    monkeypatch.setenv(WORKER_ENV, "2")
+    monkeypatch.setenv(WORKERS_ENV, "4")
+    assert Gate(lambda: 0.0, RelayMetrics(process_metrics=False)).share == Share(2, 4)
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "nan"])
+def test_a_rate_that_never_refills_is_refused(rate: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"[server]\nrate = {rate}\n" + BASE)
+    assert (info.value.section, info.value.key) == ("server", "rate")
 
 
 # -- multipart = no (policy) ------------------------------------------------------

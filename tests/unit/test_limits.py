@@ -18,6 +18,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from s3relay.access.ratelimit import WHOLE, WORKER_ENV, WORKERS_ENV, Share
 from s3relay.config import ConfigError, parse_config
 from s3relay.http.connections import Connections, GracefulShutdown
 from s3relay.http.limits import DEFAULT_LIMITS, Limits, check_declared_size
@@ -131,6 +135,31 @@ def test_connections_past_the_limit_are_marked_overloaded_and_bounded() -> None:
     assert connections.may_accept(2)
     late = FakeChannel(connections, 2)
     assert late.overloaded is False
+
+
+def test_a_worker_serves_its_share_of_max_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 2 of 3 with max_connections = 5 serves 2 (5 = 2 + 2 + 1), tells 2
+    more SlowDown, closes the next at once; one worker serves all 5."""
+    from tests.unit.memory import Relay, config_text
+
+    monkeypatch.setenv(WORKER_ENV, "2")
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    relay = Relay(config_text("max_connections = 5"))
+    assert relay.site.share == Share(2, 3)
+    clients = [relay.connect() for _ in range(4)]
+    assert [c.channel.overloaded for c in clients] == [False, False, True, True]
+    assert relay.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    clients[3].send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert clients[3].received().startswith(b"HTTP/1.1 503 ")
+    for gone in (clients[0], clients[3]):  # a served one, and the refused one closing
+        gone.channel.connectionLost(Failure(ConnectionDone()))
+    assert relay.connect().channel.overloaded is False
+    assert relay.connect().channel.overloaded is True
+
+    monkeypatch.delenv(WORKERS_ENV)
+    whole = Relay(config_text("max_connections = 5"))
+    assert whole.site.share is WHOLE
+    assert [whole.connect().channel.overloaded for _ in range(6)] == [False] * 5 + [True]
 
 
 def test_drain_waits_for_connections_then_stops_taking_any() -> None:
