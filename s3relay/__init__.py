@@ -1,3 +1,3 @@
 """s3relay: an authenticating, re-signing, streaming S3 reverse proxy on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
