@@ -159,6 +159,11 @@ class RelayMetrics:
         self._tls_failures = Counter(
             "s3relay_tls_handshake_failures", "Client TLS handshakes that failed.", registry=r
         )
+        self._worker_restarts = Counter(
+            "s3relay_worker_restarts",
+            "Worker processes the supervisor restarted after they exited ([server] workers).",
+            registry=r,
+        )
         self._certificate_expiry = Gauge(
             "s3relay_tls_certificate_expiry_timestamp_seconds",
             "When a listener's served TLS certificate expires (Unix time).",
@@ -250,6 +255,9 @@ class RelayMetrics:
         """A request was refused by admission ``rule`` (``admission``): which
         network, Host or rate rule, beyond the S3 code ``refused`` counts."""
         self._admission_refusals.labels(self._rule(rule)).inc()
+
+    def worker_restarted(self) -> None:
+        self._worker_restarts.inc()
 
     def tls_handshake_failed(self) -> None:
         self._tls_failures.inc()

@@ -103,7 +103,10 @@ class WorkerPool(Service):
         on_all_ready: Callable[[], object],
         parent_argv: Sequence[str] = (),
         exit: Callable[[int], object] = os._exit,
+        restarted: Callable[[], object] = lambda: None,
     ) -> None:
+        #: Told of each restart of a worker (``s3relay_worker_restarts_total``).
+        self._restarted = restarted
         self._path = path
         self.config = config
         #: The client listener, bound here and handed to the workers.
@@ -258,6 +261,7 @@ class WorkerPool(Service):
         delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
         log.warn("restarting worker {index} in {delay}s (failure {count} in a row)",
                  index=index, delay=delay, count=failures)
+        self._restarted()
         self._restarts[index] = self._reactor.callLater(delay, self._spawn, index)
 
     def _give_up(self) -> None:

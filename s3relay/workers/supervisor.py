@@ -84,7 +84,8 @@ def make_supervisor(
             notify(b"READY=1\nSTATUS=listening")
 
     listeners = Listeners(management_bound)
-    pool = WorkerPool(path, config, endpoint, reactor, notify, all_ready, parent_argv)
+    pool = WorkerPool(path, config, endpoint, reactor, notify, all_ready, parent_argv,
+                      restarted=metrics.worker_restarted)
     pool.setServiceParent(service)
     if metrics_endpoint:
         readiness = Readiness()

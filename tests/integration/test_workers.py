@@ -299,6 +299,7 @@ def test_sighup_reaches_every_worker(supervised: Supervised) -> None:
 def test_killed_worker_is_restarted(supervised: Supervised, bucket: str) -> None:
     relay = supervised.relay
     before = supervised.requests_counted()
+    restarts = supervised.sample("s3relay_worker_restarts_total")
     old = supervised.listening()
     os.kill(old[1], signal.SIGKILL)
     # Serving goes on (worker 2 accepts everything) while worker 1 comes back.
@@ -314,6 +315,7 @@ def test_killed_worker_is_restarted(supervised: Supervised, bucket: str) -> None
     logged = [r["message"] for r in relay.records() if "worker" not in r]
     assert any(m.startswith(f"worker 1 (pid {old[1]}) exited unexpectedly") for m in logged)
     assert any(m.startswith("restarting worker 1 in ") for m in logged)
+    assert supervised.sample("s3relay_worker_restarts_total") == restarts + 1
     # Counters never go down (what worker 1 counted until its last scrape stays).
     assert supervised.requests_counted() >= before
     traffic(relay.url, bucket, threads=2, each=5)
@@ -611,6 +613,8 @@ def restart_delay(reactor: ProcessReactor) -> float:
 
 def test_pool_restarts_with_backoff_then_gives_up(pool_world: Any) -> None:
     pool, reactor, notified, _ = pool_world
+    restarts: list[bool] = []
+    pool._restarted = lambda: restarts.append(True)
     exited(reactor.spawned[0][0])
     assert not pool.check()[0]
     delays = []
@@ -621,6 +625,7 @@ def test_pool_restarts_with_backoff_then_gives_up(pool_world: Any) -> None:
         assert reactor.spawned[-1][2][-1] == "1"  # worker 1 again
         exited(reactor.spawned[-1][0])
     assert delays == [BACKOFF_FIRST * 2**n for n in range(MAX_FAILURES - 1)]
+    assert len(restarts) == MAX_FAILURES  # each restart scheduled is counted (s3relay_worker_restarts)
     reactor.advance(restart_delay(reactor))
     assert reactor.whenRunningHooks == []  # the reactor is not running here
     exited(reactor.spawned[-1][0])  # failure MAX_FAILURES + 1: give up
