@@ -141,9 +141,6 @@ def _server(section: Section) -> ServerConfig:
     if not regions:
         raise ConfigError(section.name, "region", "names no region")
     listen = section.get("listen", "tcp:8080:interface=127.0.0.1")
-    dot_segments = section.get("allow_dot_segments", "no")
-    if dot_segments not in ("yes", "no"):
-        raise ConfigError(section.name, "allow_dot_segments", "must be yes or no")
     return ServerConfig(
         listen=listen,
         hostnames=hostnames,
@@ -154,7 +151,7 @@ def _server(section: Section) -> ServerConfig:
         limits=parse_limits(section),
         admission=parse_admission(section),
         workers=parse_workers(section, listen),
-        allow_dot_segments=dot_segments == "yes",
+        allow_dot_segments=section.flag("allow_dot_segments"),
         preflight_credentials=section.optional("preflight_credentials"),
     )
 

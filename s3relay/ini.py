@@ -45,6 +45,13 @@ class Section:
             raise ConfigError(self.name, key, "is required")
         return value
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A ``yes``/``no`` key."""
+        value = self.get(key, "yes" if default else "no")
+        if value not in ("yes", "no"):
+            raise ConfigError(self.name, key, "must be yes or no")
+        return value == "yes"
+
     def optional(self, key: str) -> str | None:
         self._used.add(key)
         return self._items.get(key) or None

@@ -73,13 +73,11 @@ def parse_upstream(section: Section) -> UpstreamConfig:
     addressing = section.get("addressing", "path")
     if addressing not in ADDRESSING:
         raise ConfigError(section.name, "addressing", "must be path or virtual")
-    insecure = section.get("insecure", "no")
-    if insecure not in ("yes", "no"):
-        raise ConfigError(section.name, "insecure", "must be yes or no")
+    insecure = section.flag("insecure")
     ca_file = section.optional("ca_file")
     ca_pem = None
     if ca_file:
-        if insecure == "yes":
+        if insecure:
             raise ConfigError(section.name, "ca_file", "makes no sense with insecure = yes")
         ca_pem = section.read_file("ca_file", ca_file)
         if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
@@ -87,10 +85,7 @@ def parse_upstream(section: Section) -> UpstreamConfig:
     header_charset = section.get("header_charset", "utf-8")
     if header_charset not in HEADER_CHARSETS:
         raise ConfigError(section.name, "header_charset", "must be utf-8 or latin-1")
-    binds_upload_ids = section.get("binds_upload_ids", "no")
-    if binds_upload_ids not in ("yes", "no"):
-        raise ConfigError(section.name, "binds_upload_ids", "must be yes or no")
-    if (ca_file or insecure == "yes") and parts.scheme != "https":
+    if (ca_file or insecure) and parts.scheme != "https":
         raise ConfigError(section.name, "url", "ca_file and insecure need an https url")
     return UpstreamConfig(
         url=url.rstrip("/"),
@@ -98,7 +93,7 @@ def parse_upstream(section: Section) -> UpstreamConfig:
         addressing=addressing,
         max_connections=int(section.convert("max_connections", "32", int)),
         ca_pem=ca_pem,
-        insecure=insecure == "yes",
-        binds_upload_ids=binds_upload_ids == "yes",
+        insecure=insecure,
+        binds_upload_ids=section.flag("binds_upload_ids"),
         header_charset=header_charset,
     )
