@@ -113,7 +113,6 @@ def client_gone(request: Request) -> bool:
     return bool(request._disconnected)
 
 
-
 #: Writes from this size up are sent at once when nothing is queued before them.
 WRITE_THROUGH = 16 * 1024
 

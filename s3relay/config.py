@@ -121,7 +121,6 @@ class Config:
         return self.clients_by_key.get(access_key_id)
 
 
-
 def _policy(section: Section, multipart: bool = True) -> ClientPolicy:
     try:
         return parse_policy(

@@ -109,7 +109,7 @@ class Exchange:
     def start(self) -> None:
         """Take the body (if any) and send the request upstream."""
         request, decision = self.request, self._decision
-        upstream, plan, body_filter = decision.upstream, decision.plan, decision.body_filter
+        plan, body_filter = decision.plan, decision.body_filter
         producer = None
         if request.bodyLength == 0:
             try:
@@ -310,7 +310,6 @@ class Exchange:
         if self._relay is not None:
             self._relay.stop()
         self._cancel_upstream()
-
 
     def _cancel_upstream(self) -> None:
         """Drop the upstream request under way, or the upload id's check."""

@@ -95,7 +95,6 @@ class RelayResource(Resource):
         """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
         self._config, self._agent = config, agent
 
-
     def _now(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
 

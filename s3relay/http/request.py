@@ -244,6 +244,7 @@ class RelayRequest(PlainRequest):
         self.channel.persistent = False
         server.Request.finish(self)
 
+
 def write_error(request: RelayRequest, error: S3Error, resource: str = "") -> None:
     """Answer ``request`` with ``error`` as S3 would, under the request's id.
 

@@ -89,7 +89,6 @@ class _Refuse(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
-
 class WorkerPool(Service):
     """The worker processes on the shared listener, kept at ``count``."""
 

@@ -16,7 +16,6 @@ from tests.rawclient import sign
 NEW_KEY = ("AKIDRELAYRELOADED001", "reloaded-secret")
 
 
-
 def test_sighup_swaps_config_and_keeps_in_flight_requests(
     workdir: Path, s3: harness.S3Server, self_key: tuple[str, str], upstream: Any, bucket: str
 ) -> None:

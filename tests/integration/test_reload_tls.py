@@ -276,7 +276,6 @@ def test_check_config_validates_tls_files(pki: dict[str, Any], live: Path, tmp_p
 # --- end to end: a real relay process --------------------------------------------------------
 
 
-
 def peer_serial(tls: ssl.SSLSocket) -> int:
     der = tls.getpeercert(binary_form=True)
     assert der is not None

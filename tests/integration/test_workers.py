@@ -56,7 +56,6 @@ NEW_KEY = ("AKIDRELAYWORKERS0001", "workers-secret-0001")
 LISTENING = re.compile(r"worker (\d+) \(pid (\d+)\) listening")
 
 
-
 def listening(relay: harness.Relay) -> dict[int, int]:
     """Worker index -> pid of its latest process that reported listening."""
     pids: dict[int, int] = {}
@@ -461,7 +460,6 @@ def test_log_lines_name_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     observer(out)(event)
     assert json.loads(out.getvalue())["worker"] == 3
-
 
 
 class FakeProcess:

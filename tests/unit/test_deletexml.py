@@ -208,8 +208,6 @@ def test_delete_objects_keys_only_s3_errors(body: bytes) -> None:
         assert 1 <= len(keys) <= 3 and all(isinstance(k, bytes) and k for k in keys)
 
 
-
-
 # -- what the check saw is what the upstream gets -------------------------------------------
 
 
