@@ -22,8 +22,8 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from s3relay.access.policy import ClientPolicy, check_keys
-from s3relay.body.digests import CHECKSUM_PREFIX, body_digests
-from s3relay.body.plan import BodyFilter, BodyPlan
+from s3relay.body.digests import body_digests
+from s3relay.body.plan import BodyFilter, BodyPlan, declared_checksum_names
 from s3relay.s3.deletexml import parse_delete
 from s3relay.s3.errors import S3Error
 
@@ -97,11 +97,7 @@ def hold_for_check(
 def rewritten_plan(body: bytes, client_headers: Mapping[str, Sequence[str]]) -> BodyPlan:
     """The upstream plan for ``body`` written by the relay: its length and
     SHA-256, a Content-MD5, and each checksum the client declared, computed anew."""
-    checksums = [
-        name for name in client_headers
-        if name.startswith(CHECKSUM_PREFIX)
-        and name not in ("x-amz-checksum-type", "x-amz-checksum-algorithm")
-    ]
+    checksums = declared_checksum_names(client_headers)
     return BodyPlan(
         len(body), hashlib.sha256(body).hexdigest(), body_digests(body, checksums)
     )

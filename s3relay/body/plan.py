@@ -127,13 +127,18 @@ def _one(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
     return ",".join(v.strip() for v in values) if values else None
 
 
-def _declared_checksums(headers: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    return {
-        name: _one(headers, name) or ""
-        for name in headers
+def declared_checksum_names(headers: Mapping[str, Sequence[str]]) -> list[str]:
+    """The ``x-amz-checksum-<alg>`` headers (lowercase names) a client sent
+    that carry a checksum of its body."""
+    return [
+        name for name in headers
         if name.startswith(CHECKSUM_PREFIX) and name != "x-amz-checksum-type"
         and name != "x-amz-checksum-algorithm"
-    }
+    ]
+
+
+def _declared_checksums(headers: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    return {name: _one(headers, name) or "" for name in declared_checksum_names(headers)}
 
 
 def _length(value: str | None, header: str) -> int:
