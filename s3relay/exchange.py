@@ -20,16 +20,16 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from s3relay.body.producer import StreamingBody
 from s3relay.decision import Decision
-from s3relay.http.headers import HOP_BY_HOP, connection_named, wire_name
+from s3relay.http.headers import HOP_BY_HOP, connection_named
 from s3relay.http.idle import cancel
 from s3relay.http.request import RelayRequest
 from s3relay.outcome import Monitor, Outcome
 from s3relay.s3.errors import Kind, S3Error, upstream_timeout
+from s3relay.upstream.agent import WireHeaders
 from s3relay.upstream.forward import UpstreamRequest
 from s3relay.upstream.response import (
     FilteredRelay,
@@ -151,7 +151,7 @@ class Exchange:
         self._request_upstream(upstream, producer)
 
     def _request_upstream(self, upstream: UpstreamRequest, producer: StreamingBody | None) -> None:
-        headers = _AmzHeaders(upstream.wire_headers())
+        headers = WireHeaders(upstream.wire_headers())
         self._upstream_started = self._monitor.clock.seconds()
         self.request.awaitUpstream(self._await_first_byte)
         # Kept for one retry on a new connection (_retry_upstream).
@@ -317,14 +317,6 @@ class Exchange:
             if pending is not None:
                 pending.cancel()
         self._pending = self._checking = None
-
-
-class _AmzHeaders(Headers):
-    """Upstream request headers, names as ``wire_name`` spells them."""
-
-    def getAllRawHeaders(self) -> Any:
-        for name, values in super().getAllRawHeaders():
-            yield wire_name(name), values
 
 
 class _Discard(Protocol):

@@ -18,6 +18,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
 )
 from twisted.web.error import SchemeNotSupported
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -28,6 +29,7 @@ from s3relay.compat import (
     size_transport,
     use_client_factory,
 )
+from s3relay.http.headers import wire_name
 from s3relay.upstream.settings import UpstreamConfig
 from s3relay.upstream.tls import UpstreamTLS
 
@@ -230,3 +232,12 @@ def make_agent(
     endpoints = UpstreamEndpoints(reactor, UpstreamTLS(upstream.ca_pem, upstream.insecure),
                                   connect_timeout)
     return Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
+
+
+class WireHeaders(Headers):
+    """Upstream request headers, names as ``wire_name`` spells them (Twisted
+    would title-case ``x-amz-*`` names)."""
+
+    def getAllRawHeaders(self) -> Any:
+        for name, values in super().getAllRawHeaders():
+            yield wire_name(name), values

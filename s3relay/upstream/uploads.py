@@ -17,10 +17,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from s3relay.http.headers import wire_name
 from s3relay.s3.errors import Kind, S3Error
 from s3relay.s3.uploads import (
     ENDING_OPERATIONS,
@@ -30,6 +28,7 @@ from s3relay.s3.uploads import (
     no_such_upload,
     read_listing,
 )
+from s3relay.upstream.agent import WireHeaders
 from s3relay.upstream.forward import UpstreamRequest
 
 #: Largest listing page read (1000 uploads of long keys fit well within it).
@@ -72,7 +71,7 @@ class UploadCheck:
     def _page(self, agent: IAgent, markers: tuple[str, str] | None, page: int,
               done: Deferred[None]) -> None:
         request = self._sign(markers)
-        headers = Headers({wire_name(k): v for k, v in request.wire_headers().items()})
+        headers = WireHeaders(request.wire_headers())
         response = agent.request(b"GET", request.url.encode("ascii"), headers, None)
         body = response.addCallback(self._read)
         self._current = body
