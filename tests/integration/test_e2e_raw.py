@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import os
 import socket
-import time
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -29,6 +28,7 @@ from tests.rawclient import (
     unsigned_chunks,
     utcnow,
 )
+from tests.unit.oracle import signing_at
 
 Keys = Callable[[str], list[str]]
 
@@ -80,12 +80,12 @@ def test_skewed_clock_refused(relay: harness.Relay, bucket: str, object_keys: Ke
 def test_expired_presigned_url_refused(relay: harness.Relay, upstream: Any, bucket: str) -> None:
     upstream.put_object(Bucket=bucket, Key="k", Body=b"secret stuff")
     client = boto_client(relay.url, signature_version="s3v4")
-    url = client.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=1
-    )
-    assert requests.get(url, timeout=10).status_code == 200
-    time.sleep(2.1)
-    response = requests.get(url, timeout=10)
+    params = {"Bucket": bucket, "Key": "k"}
+    fresh = client.generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+    with signing_at(utcnow() - datetime.timedelta(seconds=120)):
+        stale = client.generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+    assert requests.get(fresh, timeout=10).status_code == 200
+    response = requests.get(stale, timeout=10)
     assert response.status_code == 403
     assert b"<Code>AccessDenied</Code>" in response.content
     assert b"expired" in response.content
