@@ -285,12 +285,20 @@ retry_interval = 0.5
 failure_threshold = 2
 open_interval = 2
 """)
-    # Starts anyway, not ready, and refuses instead of forwarding.
-    time.sleep(1.0)
+    # Starts anyway, not ready, and refuses instead of forwarding.  Waited for, not
+    # slept on (a busy machine's STS calls can outlast a fixed sleep): STS said no
+    # often enough to open the source circuit (failure_threshold = 2).
+    refusal = "STS refused with 400 InvalidIdentityToken"
+
+    def circuit_opened() -> bool:
+        detail = relay.readiness()[1]["checks"]["credentials"]["detail"]
+        return refusal in detail and "source circuit" in detail
+
+    assert harness.eventually(circuit_opened, WAIT), relay.readiness()
     status, report = relay.readiness()
     assert status == 503
     assert not report["checks"]["credentials"]["ok"]
-    assert "STS refused with 400 InvalidIdentityToken" in report["checks"]["credentials"]["detail"]
+    assert refusal in report["checks"]["credentials"]["detail"]
     client = boto_client(relay.relay.url)
     with pytest.raises(ClientError) as info:
         client.put_object(Bucket=bucket, Key="refused", Body=b"never stored")
