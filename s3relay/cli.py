@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.unit.test_tap -*-
-"""``s3relay --check-config PATH``: validate a config without starting."""
+"""``s3relay --check-config PATH``: validate a config without starting.
+``s3relay generate-key PATH``: write a new key-encryption key (``crypt.keys``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,40 @@ import argparse
 import sys
 
 from s3relay.config import ConfigError, load_config
+from s3relay.crypt.keys import generate_key_file, key_id
 from s3relay.listen.endpoints import check_listener
 from s3relay.tap import DEFAULT_CONFIG
 
 
+def generate_key(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="s3relay generate-key",
+        description="Write a new 32-byte key-encryption key for [encryption] key_files "
+        "(base64, mode 0600). Its id is the file name without the extension.",
+    )
+    parser.add_argument("path", metavar="PATH")
+    path = parser.parse_args(argv).path
+    try:
+        generate_key_file(path)
+    except FileExistsError:
+        print(f"s3relay: {path} exists; a key is never overwritten", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"s3relay: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"{path}: new key, id {key_id(path)!r}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["generate-key"]:
+        return generate_key(argv[1:])
     parser = argparse.ArgumentParser(
         prog="s3relay",
         description="Check an s3relay configuration. Run the relay with "
-        "'twistd -n --pidfile= s3relay --config PATH'.",
+        "'twistd -n --pidfile= s3relay --config PATH'. "
+        "'s3relay generate-key PATH' writes a new encryption key.",
     )
     parser.add_argument(
         "--check-config",

@@ -30,6 +30,7 @@ from s3relay.access.policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_po
 from s3relay.credentials.spec import (
     CredentialSet as CredentialSet,
 )
+from s3relay.crypt.settings import EncryptionConfig, parse_encryption
 from s3relay.credentials.spec import (
     CredentialSpec,
     StaticSpec,
@@ -116,6 +117,8 @@ class Config:
     transforms: Transforms = NO_TRANSFORMS
     #: Who CORS preflights act as upstream (``access.cors``); None: refused.
     preflight: ClientKey | None = None
+    #: The prefixes stored encrypted, and the keys (``crypt``); None: none.
+    encryption: EncryptionConfig | None = None
 
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
@@ -177,7 +180,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
-        if name not in ("server", "upstream", "metrics", "anonymous") and kind not in (
+        if name not in ("server", "upstream", "metrics", "anonymous", "encryption") and kind not in (
             "credentials",
             "client",
         ):
@@ -254,6 +257,8 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         {n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("client:")},
     )
 
+    encryption = parse_encryption(sections["encryption"]) if "encryption" in sections else None
+
     for section in sections.values():
         section.check_unknown()
     return Config(
@@ -267,6 +272,7 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         anonymous=anonymous,
         transforms=transforms,
         preflight=preflight,
+        encryption=encryption,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from s3relay.body.plan import BodyFilter, BodyPlan
+from s3relay.crypt.reader import ObjectRead
 from s3relay.s3.addressing import Target
 from s3relay.s3.operations import Operation
 from s3relay.upstream.forward import UpstreamRequest
@@ -44,3 +45,5 @@ class Decision:
     #: For a request naming an upload id not yet known to be its key's: the
     #: check the upstream answers first (``upstream.uploads``).
     upload_check: UploadCheck | None = None
+    #: For a GET or HEAD of an encrypted object: its lookup and decryption (``crypt.reader``).
+    reader: ObjectRead | None = None

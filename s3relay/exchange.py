@@ -23,6 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 
 from s3relay.body.producer import StreamingBody
+from s3relay.crypt.reader import DecryptingRelay
+from s3relay.crypt.segments import DecryptionFailed
 from s3relay.decision import Decision
 from s3relay.http.headers import HOP_BY_HOP, connection_named
 from s3relay.http.idle import cancel
@@ -104,14 +106,14 @@ class Exchange:
         #: Set once the exchange gave up on the upstream (a timeout).
         self._given_up = False
         #: The upload id's check under way (``decision.upload_check``).
-        self._checking: Deferred[None] | None = None
+        self._checking: Deferred[Any] | None = None
 
     def start(self) -> None:
         """Take the body (if any) and send the request upstream."""
         request, decision = self.request, self._decision
         plan, body_filter = decision.plan, decision.body_filter
         producer = None
-        if request.bodyLength == 0:
+        if request.bodyLength == 0 and plan.length == 0:
             try:
                 body_filter.finish()
             except S3Error as e:
@@ -122,6 +124,9 @@ class Exchange:
                 plan.length, body_filter, request, self._body_rejected,
                 verify_first=plan.verify_first,
             )
+            # With no client body the channel completes it all the same: the
+            # filter's final output is then the whole upstream body (an empty
+            # object, sealed).
             request.bodyReceiver = producer
         check = decision.upload_check
         if check is not None and check.needed():
@@ -130,14 +135,24 @@ class Exchange:
             self._checking = check.run(self._agent)
             self._checking.addCallbacks(lambda _: self._send(producer), self._check_failed)
             return
+        reader = decision.reader
+        if reader is not None and reader.needs_lookup:
+            # An encrypted object's GET: its HEAD decides the GET (crypt.reader).
+            self._checking = reader.lookup(self._agent)
+            self._checking.addCallbacks(
+                lambda upstream: self._send(producer, upstream), self._check_failed
+            )
+            return
         self._send(producer)
 
-    def _send(self, producer: StreamingBody | None) -> None:
+    def _send(
+        self, producer: StreamingBody | None, upstream: UpstreamRequest | None = None
+    ) -> None:
         self._checking = None
         if self.request.finishing:
             return  # answered meanwhile (the body was refused)
         decision = self._decision
-        upstream = decision.upstream
+        upstream = upstream or decision.upstream
         self.request.sendContinue()
         if producer is not None and producer.verified is not None:
             # The upstream hears of this request only once its whole body passed.
@@ -208,6 +223,14 @@ class Exchange:
         if self._client_gone or request.finishing:
             response.deliverBody(_Discard())
             return
+        reader, opener = self._decision.reader, None
+        if reader is not None:
+            try:
+                opener = reader.open(response)
+            except S3Error as e:
+                response.deliverBody(_Discard())
+                self._outcome.refuse(e)
+                return
         request.setResponseCode(response.code, response.phrase)
         named = connection_named(
             v.decode("latin-1") for v in response.headers.getRawHeaders(b"connection", ())
@@ -219,9 +242,13 @@ class Exchange:
         if isinstance(response.length, int) and request.method != b"HEAD":
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         request.responseHeaders.setRawHeaders(b"x-s3relay-request-id", [self._record.request_id.encode()])
+        if reader is not None:
+            reader.rewrite_headers(request)
         relay: ResponseRelay
         rewrite = self._decision.rewrite
-        if rewrite is not None and response.code == 200:
+        if opener is not None:
+            self._relay = relay = DecryptingRelay(request, opener)
+        elif rewrite is not None and response.code == 200:
             self._relay = relay = FilteredRelay(request, rewrite)
         else:
             self._relay = relay = ResponseRelay(request)
@@ -235,6 +262,20 @@ class Exchange:
     def _response_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, ResponseRefused):
             self._outcome.refuse(failure.value.error)
+            return
+        if isinstance(failure.value, DecryptionFailed):
+            log.error(
+                "stored object failed to decrypt, {method} {resource}: {error}; client "
+                "connection aborted request_id={request_id}",
+                method=self._record.method,
+                resource=self._outcome.log_resource(),
+                error=failure.getErrorMessage(),
+                request_id=self._record.request_id,
+            )
+            self._monitor.metrics.decryption_failed()
+            self._record.reason = f"decryption failed: {failure.getErrorMessage()}"
+            if not self._client_gone:
+                self.request.abortConnection()
             return
         log.warn(
             "upstream died mid-response to {method} {resource}: {error} request_id={request_id}",

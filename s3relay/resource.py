@@ -31,6 +31,11 @@ from s3relay.body.plan import BodyPlan, PlainBody, plan_body
 from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
+from s3relay.crypt import rules
+from s3relay.crypt.listings import plaintext_listing
+from s3relay.crypt.reader import READ_CONDITIONS, ObjectRead
+from s3relay.crypt.rules import Treatment
+from s3relay.crypt.writing import plaintext_claims, sealed
 from s3relay.decision import Decision
 from s3relay.exchange import Exchange
 from s3relay.http.headers import header_text
@@ -47,6 +52,9 @@ from s3relay.s3.uploads import UPLOAD_ID_OPERATIONS, Binding, UploadBindings
 from s3relay.upstream.forward import UpstreamRequest, build_upstream_request
 from s3relay.upstream.response import Rewrite
 from s3relay.upstream.uploads import UploadCheck
+
+#: Largest listing the relay rewrites for plaintext sizes (1000 long keys fit).
+MAX_LISTING_BYTES = 8 * 1024 * 1024
 
 #: The plan of a request the relay makes with no body (an upload id's check).
 NO_BODY = BodyPlan(0, EMPTY_SHA256, {})
@@ -191,7 +199,14 @@ class RelayResource(Resource):
                 400,
                 "a session token with a long-term relay key",
             )
-        plan, body_filter = plan_body(headers, verified, request.bodyLength)
+        encryption = config.encryption
+        treatment = (
+            rules.treatment(encryption, operation, target, query_names)
+            if encryption is not None else None
+        )
+        plan, body_filter = plan_body(
+            headers, verified, request.bodyLength, plaintext=treatment is Treatment.SEAL
+        )
         checked_delete = (
             deleting and client.policy.prefixes is not None and target.bucket is not None
         )
@@ -209,18 +224,59 @@ class RelayResource(Resource):
         credentials = self._credentials.for_client(config, client)
         added = config.transforms.headers_for(operation.name, client.name, target.bucket)
         presigned = b"X-Amz-Signature" in query_names
+        removed: Sequence[str] = ()
+        if treatment is Treatment.SEAL:
+            assert encryption is not None and target.bucket is not None
+            data_key, stored_metadata = encryption.keys.seal_metadata(target.bucket, target.key)
+            plan, body_filter = sealed(plan, body_filter, data_key)
+            added = {**added, **stored_metadata}
+            removed = plaintext_claims(headers)
+        elif treatment is Treatment.LIST:
+            assert encryption is not None
+            rewrite = Rewrite(
+                partial(plaintext_listing, prefixes=encryption.key_prefixes(target.bucket)),
+                MAX_LISTING_BYTES,
+            )
 
-        def sign(plan: BodyPlan, now: datetime.datetime) -> UpstreamRequest:
+        def sign(
+            plan: BodyPlan,
+            now: datetime.datetime,
+            method: str = method,
+            removed: Sequence[str] = removed,
+            extra: Mapping[str, str] | None = None,
+            pairs: Sequence[tuple[bytes, bytes]] = pairs,
+        ) -> UpstreamRequest:
             return build_upstream_request(
                 method, target, raw_query, presigned, headers, plan, credentials,
-                config.upstream, now, self._keys, added, decoded_query=pairs,
+                config.upstream, now, self._keys, {**added, **(extra or {})},
+                decoded_query=pairs, removed=removed,
             )
 
         def resign(body: bytes) -> UpstreamRequest:
             # The upstream gets the multi-delete as it was read and checked.
             return sign(multidelete.rewritten_plan(body, headers), self._now())
 
-        upstream_request = sign(plan, now)
+        reader = None
+        if treatment is Treatment.READ:
+            assert encryption is not None and target.bucket is not None
+            upstream_request, head = sign(plan, now, removed=("range",)), None
+            if method == "GET":
+                upstream_request = sign(plan, now)
+                versions = [(n, v) for n, v in pairs if n == b"versionId"]
+                head = sign(plan, now, "HEAD", ("range",), pairs=versions)
+
+            def sign_read(stored_range: str | None, etag: str | None) -> UpstreamRequest:
+                pinned = {"range": stored_range} if stored_range else {}
+                if etag:
+                    pinned["if-match"] = etag
+                return sign(plan, self._now(), removed=READ_CONDITIONS, extra=pinned)
+
+            reader = ObjectRead(
+                encryption, target.bucket, target.key, ",".join(headers.get("range", ())) or None,
+                head, upstream_request, sign_read, self._monitor.metrics.decryption_failed,
+            )
+        else:
+            upstream_request = sign(plan, now)
         upload_check = None
         if operation.name in UPLOAD_ID_OPERATIONS and not config.upstream.binds_upload_ids:
             assert target.bucket is not None  # an object operation
@@ -238,6 +294,7 @@ class RelayResource(Resource):
             config.server.limits.first_byte_timeout,
             resign if checked_delete else None,
             upload_check,
+            reader,
         )
 
     def _preflight(

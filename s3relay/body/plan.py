@@ -158,11 +158,14 @@ def plan_body(
     headers: Mapping[str, Sequence[str]],
     verified: sigv4.Verified,
     client_length: int | None,
+    plaintext: bool = False,
 ) -> tuple[BodyPlan, BodyFilter]:
     """Decide how the body of a verified request goes upstream.
 
     ``headers`` are the client's (lowercase names); ``client_length`` is the
     length of the body on the wire, None when it was sent HTTP-chunked.
+    ``plaintext``: the filter yields the verified body bytes alone, never a
+    re-framed trailer (for a body the relay transforms, ``crypt.writing``).
     """
     payload_hash = verified.payload_hash
     encodings = [
@@ -218,7 +221,7 @@ def plan_body(
         trailer_names=[n for n in trailer_names if PayloadChecker.supported(n)],
     )
     upstream_headers: dict[str, str] = {}
-    if trailer_names:
+    if trailer_names and not plaintext:
         name = trailer_names[0]
         framer = UnsignedTrailerFramer(decoded_length, name)
         upstream_headers["content-encoding"] = ",".join(["aws-chunked", *other_encodings])

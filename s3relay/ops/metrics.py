@@ -164,6 +164,12 @@ class RelayMetrics:
             "Worker processes the supervisor restarted after they exited ([server] workers).",
             registry=r,
         )
+        self._decryption_failures = Counter(
+            "s3relay_decryption_failures",
+            "Encrypted objects whose stored bytes or key failed to authenticate on a read "
+            "([encryption]); the client connection was aborted or the read refused.",
+            registry=r,
+        )
         self._certificate_expiry = Gauge(
             "s3relay_tls_certificate_expiry_timestamp_seconds",
             "When a listener's served TLS certificate expires (Unix time).",
@@ -258,6 +264,9 @@ class RelayMetrics:
 
     def worker_restarted(self) -> None:
         self._worker_restarts.inc()
+
+    def decryption_failed(self) -> None:
+        self._decryption_failures.inc()
 
     def tls_handshake_failed(self) -> None:
         self._tls_failures.inc()

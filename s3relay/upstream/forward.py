@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from s3relay.body.plan import BodyPlan
 from s3relay.credentials.spec import CredentialSet
@@ -91,13 +91,15 @@ def build_upstream_request(
     cache: sigv4.SigningKeyCache,
     added: Mapping[str, str] | None = None,
     decoded_query: Sequence[tuple[bytes, bytes]] | None = None,
+    removed: Collection[str] = (),
 ) -> UpstreamRequest:
     """Translate, strip and re-sign a verified client request for ``upstream``.
 
     ``added`` (lowercase names) replaces any client header of the same name
     and is signed with the rest (s3relay.upstream.transforms).  ``decoded_query`` is
     ``sigv4.query_pairs(raw_query)`` when the caller has it already (each
-    request would otherwise decode its query once more here).
+    request would otherwise decode its query once more here).  The client
+    headers named in ``removed`` (lowercase) do not go upstream.
     """
     host, path = upstream_location(target, upstream)
     pairs = list(decoded_query) if decoded_query is not None else sigv4.query_pairs(raw_query)
@@ -106,7 +108,7 @@ def build_upstream_request(
     headers = {
         name: ",".join(values)
         for name, values in end_to_end(client_headers).items()
-        if name not in _RELAY_OWNED
+        if name not in _RELAY_OWNED and name not in removed
     }
     if "content-encoding" not in plan.headers:
         _drop_aws_chunked(headers)

@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.unit.test_crypt_listings -*-
+"""Plaintext sizes in ListObjects, ListObjectsV2 and ListObjectVersions.
+
+The upstream lists stored sizes; for keys under an encrypted prefix the
+relay puts in the plaintext size (``layout.plaintext_size``), leaving the
+rest of the document byte for byte as the upstream wrote it.  S3 writes
+these documents without comments or CDATA, so each entry is one
+``<Contents>`` or ``<Version>`` element with one ``<Key>`` and one
+``<Size>``.  A stored size no encrypted object can have (an object stored
+before encryption was enabled) is left as it is.
+
+Pure, stdlib only.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Sequence
+from urllib.parse import unquote_plus
+
+from s3relay.crypt.layout import plaintext_size
+
+_ENTRY = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.DOTALL)
+_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
+_SIZE = re.compile(rb"<Size>(\d+)</Size>")
+_URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
+
+
+def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
+    """``body`` with the sizes of the keys under ``prefixes`` made plaintext sizes."""
+    url_encoded = _URL_ENCODED.search(body) is not None
+
+    def entry(match: re.Match[bytes]) -> bytes:
+        inner = match.group(2)
+        key_match = _KEY.search(inner)
+        if key_match is None:
+            return match.group(0)
+        key = html.unescape(key_match.group(1).decode("utf-8", "surrogateescape"))
+        if url_encoded:
+            key = unquote_plus(key, errors="surrogateescape")
+        raw_key = key.encode("utf-8", "surrogateescape")
+        if not any(raw_key.startswith(p) for p in prefixes):
+            return match.group(0)
+
+        def size(found: re.Match[bytes]) -> bytes:
+            plain = plaintext_size(int(found.group(1)))
+            return found.group(0) if plain is None else b"<Size>%d</Size>" % plain
+
+        tag = match.group(1)
+        return b"<%s>%s</%s>" % (tag, _SIZE.sub(size, inner, count=1), tag)
+
+    return _ENTRY.sub(entry, body)

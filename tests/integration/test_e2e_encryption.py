@@ -1,0 +1,328 @@
+"""Encryption at rest through a relay process in front of the signature-checking
+S3 server: round trips at every segment boundary, ranges, sizes in HEAD and
+listings, what the store holds, tampering, key rotation, plaintext objects and
+the operations refused under encrypted prefixes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s3relay.crypt.keys import META_KEY_ID, generate_key_file
+from s3relay.crypt.layout import SEGMENT, stored_size
+from tests import harness
+from tests.integration.conftest import boto_client, relay_config
+from tests.integration.test_e2e_cli import aws, aws_env, s3cmd, s3cmd_config
+
+SECURE = "crypt-secure"  # encrypted whole
+MIXED = "crypt-mixed"  # encrypted under private/
+PLAIN = "crypt-plain"  # not encrypted
+SIZES = (0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 7, 2 * 1024 * 1024 + 3)
+
+
+def data(size: int, seed: int = 0) -> bytes:
+    block = hashlib.sha256(b"%d" % seed).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def encryption_section(keys: list[Path], plaintext_reads: bool = False) -> str:
+    return (
+        f"\n[encryption]\nprefixes = {SECURE}, {MIXED}/private/\n"
+        f"key_files = {', '.join(str(k) for k in keys)}\n"
+        f"allow_plaintext_reads = {'yes' if plaintext_reads else 'no'}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def keys(workdir: Path) -> dict[str, Path]:
+    folder = workdir / "kek"
+    folder.mkdir(exist_ok=True)
+    paths = {}
+    for name in ("2026-06", "2026-12"):
+        paths[name] = folder / f"{name}.key"
+        if not paths[name].exists():
+            generate_key_file(str(paths[name]))
+    return paths
+
+
+def start(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str], section: str,
+          metrics: bool = False) -> harness.Relay:
+    port = harness.free_port()
+    text = relay_config(s3, f"tcp:{port}:interface=127.0.0.1", self_key) + section
+    if metrics:
+        text += f"\n[metrics]\nlisten = tcp:{harness.free_port()}:interface=127.0.0.1\n"
+    return harness.start_relay(workdir, text, port)
+
+
+def metrics_url(relay: harness.Relay) -> str:
+    text = relay.log.with_suffix(".ini").read_text()
+    port = text.rsplit("[metrics]\nlisten = tcp:", 1)[1].split(":", 1)[0]
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+@pytest.fixture(scope="module")
+def relay(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
+          keys: dict[str, Path]) -> Iterator[harness.Relay]:
+    relay = start(workdir, s3, self_key, encryption_section([keys["2026-06"]]), metrics=True)
+    yield relay
+    harness.stop(relay.process)
+
+
+@pytest.fixture(scope="module")
+def client(relay: harness.Relay, upstream: Any) -> Any:
+    for name in (SECURE, MIXED, PLAIN):
+        try:
+            upstream.create_bucket(Bucket=name)
+        except ClientError:
+            pass
+    return boto_client(relay.url)
+
+
+def stored(upstream: Any, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
+    got = upstream.get_object(Bucket=bucket, Key=key)
+    return got["Body"].read(), {k.lower(): v for k, v in got["Metadata"].items()}
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_stores_ciphertext(client: Any, upstream: Any, size: int) -> None:
+    body = data(size, size)
+    key = f"round/{size}"
+    client.put_object(Bucket=SECURE, Key=key, Body=body)
+    assert client.get_object(Bucket=SECURE, Key=key)["Body"].read() == body
+    assert client.head_object(Bucket=SECURE, Key=key)["ContentLength"] == size
+    raw, metadata = stored(upstream, SECURE, key)
+    assert len(raw) == stored_size(size)
+    assert metadata[META_KEY_ID.removeprefix("x-amz-meta-")] == "2026-06"
+    if size >= 32:
+        assert body[:32] not in raw and body[-32:] not in raw
+
+
+def test_sizes_in_listings_are_plaintext(client: Any) -> None:
+    sizes = {f"list/{size}": size for size in SIZES}
+    for key, size in sizes.items():
+        client.put_object(Bucket=SECURE, Key=key, Body=data(size))
+    listed = client.list_objects_v2(Bucket=SECURE, Prefix="list/")["Contents"]
+    assert {item["Key"]: item["Size"] for item in listed} == sizes
+    v1 = client.list_objects(Bucket=SECURE, Prefix="list/")["Contents"]
+    assert {item["Key"]: item["Size"] for item in v1} == sizes
+    versions = client.list_object_versions(Bucket=SECURE, Prefix="list/")["Versions"]
+    assert {item["Key"]: item["Size"] for item in versions} == sizes
+    etags = {item["Key"]: item["ETag"] for item in listed}
+    for key in sizes:
+        assert client.head_object(Bucket=SECURE, Key=key)["ETag"] == etags[key]
+
+
+def test_only_the_prefix_is_encrypted(client: Any, upstream: Any) -> None:
+    body = data(SEGMENT + 5, 7)
+    client.put_object(Bucket=MIXED, Key="private/a", Body=body)
+    client.put_object(Bucket=MIXED, Key="public/a", Body=body)
+    client.put_object(Bucket=PLAIN, Key="a", Body=body)
+    assert stored(upstream, MIXED, "private/a")[0] != body
+    assert stored(upstream, MIXED, "public/a") == (body, {})
+    assert stored(upstream, PLAIN, "a") == (body, {})
+    listed = client.list_objects_v2(Bucket=MIXED)["Contents"]
+    assert {item["Key"]: item["Size"] for item in listed} == {
+        "private/a": len(body), "public/a": len(body)
+    }
+    for bucket, key in ((MIXED, "private/a"), (MIXED, "public/a"), (PLAIN, "a")):
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+
+RANGED = 3 * SEGMENT + 11
+
+
+@pytest.fixture(scope="module")
+def ranged(client: Any) -> bytes:
+    body = data(RANGED, 3)
+    client.put_object(Bucket=SECURE, Key="ranged", Body=body)
+    return body
+
+
+def check_range(client: Any, body: bytes, header: str, expected: slice) -> None:
+    got = client.get_object(Bucket=SECURE, Key="ranged", Range=header)
+    part = body[expected]
+    assert got["Body"].read() == part
+    assert got["ContentLength"] == len(part)
+    start = expected.start if expected.start is not None else 0
+    assert got["ContentRange"] == f"bytes {start}-{start + len(part) - 1}/{len(body)}"
+
+
+@pytest.mark.parametrize("first,last", [
+    (0, 0), (0, SEGMENT - 1), (SEGMENT - 1, SEGMENT), (SEGMENT, SEGMENT),
+    (SEGMENT + 1, 2 * SEGMENT + 1), (3 * SEGMENT, RANGED - 1), (RANGED - 1, RANGED + 100),
+    (5, RANGED * 2),
+])
+def test_ranges_at_segment_boundaries(client: Any, ranged: bytes, first: int, last: int) -> None:
+    check_range(client, ranged, f"bytes={first}-{last}", slice(first, last + 1))
+
+
+def test_open_and_suffix_ranges(client: Any, ranged: bytes) -> None:
+    check_range(client, ranged, f"bytes={SEGMENT}-", slice(SEGMENT, None))
+    check_range(client, ranged, "bytes=-11", slice(RANGED - 11, None))
+    check_range(client, ranged, f"bytes=-{SEGMENT + 12}", slice(RANGED - SEGMENT - 12, None))
+    check_range(client, ranged, f"bytes=-{RANGED * 3}", slice(0, None))
+
+
+def test_unsatisfiable_range_is_416(client: Any, ranged: bytes) -> None:
+    with pytest.raises(ClientError) as info:
+        client.get_object(Bucket=SECURE, Key="ranged", Range=f"bytes={RANGED}-")
+    assert info.value.response["Error"]["Code"] == "InvalidRange"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(first=st.integers(0, RANGED - 1), length=st.integers(1, 2 * SEGMENT + 100))
+def test_any_range(client: Any, ranged: bytes, first: int, length: int) -> None:
+    check_range(client, ranged, f"bytes={first}-{first + length - 1}",
+                slice(first, first + length))
+
+
+def tampered_get(client: Any, key: str) -> str:
+    """What a GET of ``key`` ends with: 'ok', or the error botocore saw."""
+    try:
+        client.get_object(Bucket=SECURE, Key=key)["Body"].read()
+    except ClientError as e:
+        return str(e.response["Error"]["Code"])
+    except Exception as e:  # noqa: BLE001 -- a cut connection shows as several types
+        return type(e).__name__
+    return "ok"
+
+
+def put_stored(upstream: Any, key: str, raw: bytes, metadata: dict[str, str]) -> None:
+    upstream.put_object(Bucket=SECURE, Key=key, Body=raw, Metadata=metadata)
+
+
+def test_tampering_is_detected(client: Any, upstream: Any, relay: harness.Relay) -> None:
+    body = data(3 * SEGMENT + 100, 9)
+    client.put_object(Bucket=SECURE, Key="victim", Body=body)
+    client.put_object(Bucket=SECURE, Key="other", Body=data(3 * SEGMENT + 100, 10))
+    raw, metadata = stored(upstream, SECURE, "victim")
+    other_raw, other_metadata = stored(upstream, SECURE, "other")
+    seg = stored_size(SEGMENT)
+    flipped = bytearray(raw)
+    flipped[seg + 40] ^= 1
+    cases = {
+        "one byte": (bytes(flipped), metadata),
+        "segments swapped": (raw[seg:2 * seg] + raw[:seg] + raw[2 * seg:], metadata),
+        "a segment dropped": (raw[:seg] + raw[2 * seg:], metadata),
+        "truncated at a segment": (raw[:3 * seg], metadata),
+        "another object's bytes": (other_raw, metadata),
+        "another object's bytes and key": (other_raw, other_metadata),
+        "metadata altered": (raw, {**metadata, "s3relay-data-key": other_metadata[
+            "s3relay-data-key"]}),
+    }
+    for name, (stored_bytes, stored_metadata) in cases.items():
+        put_stored(upstream, "victim", stored_bytes, stored_metadata)
+        before = failures(relay)
+        assert tampered_get(client, "victim") != "ok", name
+        assert failures(relay) > before, name
+    put_stored(upstream, "victim", raw, metadata)
+    assert client.get_object(Bucket=SECURE, Key="victim")["Body"].read() == body
+
+
+def failures(relay: harness.Relay) -> float:
+    for line in requests.get(metrics_url(relay), timeout=10).text.splitlines():
+        if line.startswith("s3relay_decryption_failures_total "):
+            return float(line.split()[1])
+    raise AssertionError("no s3relay_decryption_failures_total")
+
+
+def test_cut_body_never_looks_complete(client: Any, upstream: Any) -> None:
+    body = data(2 * SEGMENT + 9, 11)
+    client.put_object(Bucket=SECURE, Key="cut", Body=body)
+    raw, metadata = stored(upstream, SECURE, "cut")
+    flipped = bytearray(raw)
+    flipped[-5] ^= 1  # the last segment's tag
+    put_stored(upstream, "cut", bytes(flipped), metadata)
+    presigner = boto_client(client.meta.endpoint_url, signature_version="s3v4")
+    url = presigner.generate_presigned_url("get_object", Params={"Bucket": SECURE, "Key": "cut"})
+    # The connection is cut: before the head (the relay's buffered writes are
+    # dropped), or short of the Content-Length; never a complete body.
+    with pytest.raises((requests.exceptions.ChunkedEncodingError,
+                        requests.exceptions.ConnectionError)):
+        requests.get(url, timeout=10)
+
+
+def test_key_rotation(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
+                      keys: dict[str, Path], client: Any, upstream: Any) -> None:
+    old = data(SEGMENT * 2, 12)
+    client.put_object(Bucket=SECURE, Key="rotation/old", Body=old)
+    rotated = start(workdir, s3, self_key,
+                    encryption_section([keys["2026-12"], keys["2026-06"]]))
+    try:
+        new_client = boto_client(rotated.url)
+        assert new_client.get_object(Bucket=SECURE, Key="rotation/old")["Body"].read() == old
+        new_client.put_object(Bucket=SECURE, Key="rotation/new", Body=b"new")
+        assert stored(upstream, SECURE, "rotation/new")[1]["s3relay-key-id"] == "2026-12"
+        assert new_client.get_object(Bucket=SECURE, Key="rotation/new")["Body"].read() == b"new"
+        # The old relay lacks the new key: it refuses, it never serves stored bytes.
+        assert tampered_get(client, "rotation/new") == "InternalError"
+    finally:
+        harness.stop(rotated.process)
+
+
+def test_plaintext_objects(workdir: Path, s3: harness.S3Server, self_key: tuple[str, str],
+                           keys: dict[str, Path], client: Any, upstream: Any) -> None:
+    upstream.put_object(Bucket=SECURE, Key="legacy", Body=b"written before encryption")
+    with pytest.raises(ClientError) as info:
+        client.get_object(Bucket=SECURE, Key="legacy")
+    assert info.value.response["Error"]["Code"] == "AccessDenied"
+    lenient = start(workdir, s3, self_key, encryption_section([keys["2026-06"]], True))
+    try:
+        got = boto_client(lenient.url).get_object(Bucket=SECURE, Key="legacy")
+        assert got["Body"].read() == b"written before encryption"
+    finally:
+        harness.stop(lenient.process)
+
+
+def test_refused_operations_store_nothing(client: Any, upstream: Any) -> None:
+    client.put_object(Bucket=SECURE, Key="source", Body=b"x")
+    client.put_object(Bucket=PLAIN, Key="source", Body=b"x")
+    attempts = {
+        "copy out": lambda: client.copy_object(
+            Bucket=PLAIN, Key="copied", CopySource={"Bucket": SECURE, "Key": "source"}),
+        "copy in": lambda: client.copy_object(
+            Bucket=SECURE, Key="copied", CopySource={"Bucket": PLAIN, "Key": "source"}),
+        "multipart": lambda: client.create_multipart_upload(Bucket=SECURE, Key="copied"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(ClientError) as info:
+            attempt()
+        assert info.value.response["Error"]["Code"] == "NotImplemented", name
+    for bucket in (SECURE, PLAIN):
+        with pytest.raises(ClientError):
+            upstream.head_object(Bucket=bucket, Key="copied")
+
+
+def test_a_body_that_fails_its_check_stores_nothing(client: Any, upstream: Any) -> None:
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket=SECURE, Key="bad-md5", Body=b"hello",
+                          ContentMD5="XrY7u+Ae7tCTyyK7j1rNww==")
+    assert info.value.response["Error"]["Code"] == "BadDigest"
+    with pytest.raises(ClientError):
+        upstream.head_object(Bucket=SECURE, Key="bad-md5")
+
+
+def test_aws_cli_and_s3cmd(client: Any, relay: harness.Relay, tmp_path: Path,
+                          upstream: Any) -> None:
+    source = tmp_path / "file"
+    source.write_bytes(data(5 * SEGMENT + 3, 13))
+    env = aws_env(tmp_path)
+    url = f"s3://{SECURE}/cli/file"
+    aws(relay, env, "s3", "cp", str(source), url)
+    aws(relay, env, "s3", "cp", url, str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == source.read_bytes()
+    assert str(source.stat().st_size) in aws(relay, env, "s3", "ls", f"s3://{SECURE}/cli/").stdout
+    assert len(stored(upstream, SECURE, "cli/file")[0]) == stored_size(5 * SEGMENT + 3)
+    config = s3cmd_config(tmp_path, relay)
+    s3cmd(config, tmp_path, "put", str(source), f"s3://{SECURE}/s3cmd/file")
+    s3cmd(config, tmp_path, "get", f"s3://{SECURE}/s3cmd/file", str(tmp_path / "s3cmd-back"))
+    assert (tmp_path / "s3cmd-back").read_bytes() == source.read_bytes()
+    assert stored(upstream, SECURE, "s3cmd/file")[0] != source.read_bytes()
