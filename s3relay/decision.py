@@ -9,7 +9,10 @@ whole, so that nothing about a relayed request is set on it from outside.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IAgent
 
 from s3relay.body.plan import BodyFilter, BodyPlan
 from s3relay.crypt.reader import ObjectRead
@@ -18,6 +21,14 @@ from s3relay.s3.operations import Operation
 from s3relay.upstream.forward import UpstreamRequest
 from s3relay.upstream.response import Rewrite
 from s3relay.upstream.uploads import UploadCheck
+
+
+class Lookup(Protocol):
+    """What the upstream must answer before the request goes there."""
+
+    def lookup(self, agent: IAgent) -> Deferred[Any]:
+        """Fires with the upstream request to send instead (or None: the
+        decided one), or errbacks with the S3Error that answers the client."""
 
 
 @dataclass(frozen=True)
@@ -45,5 +56,8 @@ class Decision:
     #: For a request naming an upload id not yet known to be its key's: the
     #: check the upstream answers first (``upstream.uploads``).
     upload_check: UploadCheck | None = None
-    #: For a GET or HEAD of an encrypted object: its lookup and decryption (``crypt.reader``).
+    #: For a GET or HEAD of an encrypted object: its answer, decrypted (``crypt.reader``).
     reader: ObjectRead | None = None
+    #: Asked of the upstream first: an encrypted object's HEAD, an
+    #: encrypted upload's parts (``crypt.partcheck``).
+    lookup: Lookup | None = None

@@ -133,17 +133,20 @@ class Exchange:
             # The body waits (buffered, then paused; no 100 Continue) until
             # the upstream said the upload id is this key's.
             self._checking = check.run(self._agent)
-            self._checking.addCallbacks(lambda _: self._send(producer), self._check_failed)
+            self._checking.addCallbacks(lambda _: self._look_up(producer), self._check_failed)
             return
-        reader = decision.reader
-        if reader is not None and reader.needs_lookup:
-            # An encrypted object's GET: its HEAD decides the GET (crypt.reader).
-            self._checking = reader.lookup(self._agent)
-            self._checking.addCallbacks(
-                lambda upstream: self._send(producer, upstream), self._check_failed
-            )
+        self._look_up(producer)
+
+    def _look_up(self, producer: StreamingBody | None) -> None:
+        lookup = self._decision.lookup
+        if lookup is None or self.request.finishing:
+            self._send(producer)
             return
-        self._send(producer)
+        # E.g. an encrypted object's GET: its HEAD decides the GET (crypt.reader).
+        self._checking = lookup.lookup(self._agent)
+        self._checking.addCallbacks(
+            lambda upstream: self._send(producer, upstream), self._check_failed
+        )
 
     def _send(
         self, producer: StreamingBody | None, upstream: UpstreamRequest | None = None
@@ -178,6 +181,8 @@ class Exchange:
         self._pending.addCallbacks(self._response, self._failed)
 
     def _check_failed(self, failure: Failure) -> None:
+        if self._checking is None:
+            return  # cancelled: the request was answered otherwise (_cancel_upstream)
         self._checking = None
         if self._client_gone or failure.check(CancelledError):
             return
@@ -354,10 +359,13 @@ class Exchange:
 
     def _cancel_upstream(self) -> None:
         """Drop the upstream request under way, or the upload id's check."""
-        for pending in (self._pending, self._checking):
-            if pending is not None:
-                pending.cancel()
+        # Cleared first: a cancelled check may fail with its own error (the
+        # connection it was making), which is not the client's answer.
+        pending, checking = self._pending, self._checking
         self._pending = self._checking = None
+        for deferred in (pending, checking):
+            if deferred is not None:
+                deferred.cancel()
 
 
 class _Discard(Protocol):

@@ -15,7 +15,7 @@ import datetime
 import secrets
 from collections import Counter
 from functools import partial
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
@@ -32,11 +32,12 @@ from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
 from s3relay.crypt import rules
-from s3relay.crypt.listings import plaintext_listing
+from s3relay.crypt.partcheck import PartsCheck
 from s3relay.crypt.reader import READ_CONDITIONS, ObjectRead
+from s3relay.crypt.requests import translate
 from s3relay.crypt.rules import Treatment
-from s3relay.crypt.writing import plaintext_claims, sealed
-from s3relay.decision import Decision
+from s3relay.crypt.settings import EncryptionConfig
+from s3relay.decision import Decision, Lookup
 from s3relay.exchange import Exchange
 from s3relay.http.headers import header_text
 from s3relay.http.limits import check_declared_size
@@ -204,9 +205,15 @@ class RelayResource(Resource):
             rules.treatment(encryption, operation, target, query_names)
             if encryption is not None else None
         )
-        plan, body_filter = plan_body(
-            headers, verified, request.bodyLength, plaintext=treatment is Treatment.SEAL
-        )
+        plan_for = partial(plan_body, headers, verified, request.bodyLength)
+        translation = None
+        if treatment is not None:
+            assert encryption is not None
+            translation = translate(treatment, encryption, target, headers, pairs, query,
+                                    lambda plaintext: plan_for(plaintext=plaintext))
+            plan, body_filter = translation.plan, translation.body_filter
+        else:
+            plan, body_filter = plan_for()
         checked_delete = (
             deleting and client.policy.prefixes is not None and target.bucket is not None
         )
@@ -225,18 +232,14 @@ class RelayResource(Resource):
         added = config.transforms.headers_for(operation.name, client.name, target.bucket)
         presigned = b"X-Amz-Signature" in query_names
         removed: Sequence[str] = ()
-        if treatment is Treatment.SEAL:
-            assert encryption is not None and target.bucket is not None
-            data_key, stored_metadata = encryption.keys.seal_metadata(target.bucket, target.key)
-            plan, body_filter = sealed(plan, body_filter, data_key)
-            added = {**added, **stored_metadata}
-            removed = plaintext_claims(headers)
-        elif treatment is Treatment.LIST:
-            assert encryption is not None
-            rewrite = Rewrite(
-                partial(plaintext_listing, prefixes=encryption.key_prefixes(target.bucket)),
-                MAX_LISTING_BYTES,
-            )
+        upstream_pairs: Sequence[tuple[bytes, bytes]] = pairs
+        if translation is not None:
+            added = {**added, **translation.added}
+            removed, upstream_pairs = translation.removed, translation.pairs
+            if translation.rewrite is not None:
+                rewrite = Rewrite(translation.rewrite, MAX_LISTING_BYTES)
+            if translation.upload_id is not None:  # the upstream's id, for the upload check
+                query = {**query, b"uploadId": translation.upload_id.encode()}
 
         def sign(
             plan: BodyPlan,
@@ -244,7 +247,7 @@ class RelayResource(Resource):
             method: str = method,
             removed: Sequence[str] = removed,
             extra: Mapping[str, str] | None = None,
-            pairs: Sequence[tuple[bytes, bytes]] = pairs,
+            pairs: Sequence[tuple[bytes, bytes]] = upstream_pairs,
         ) -> UpstreamRequest:
             return build_upstream_request(
                 method, target, raw_query, presigned, headers, plan, credentials,
@@ -253,30 +256,24 @@ class RelayResource(Resource):
             )
 
         def resign(body: bytes) -> UpstreamRequest:
-            # The upstream gets the multi-delete as it was read and checked.
-            return sign(multidelete.rewritten_plan(body, headers), self._now())
+            # The upstream gets the body as it was read and checked (a
+            # multi-delete, or an encrypted upload's part list).
+            return sign(multidelete.rewritten_plan(body, {} if translation else headers),
+                        self._now())
 
-        reader = None
+        reader: ObjectRead | None = None
+        lookup: Lookup | None = None
         if treatment is Treatment.READ:
-            assert encryption is not None and target.bucket is not None
-            upstream_request, head = sign(plan, now, removed=("range",)), None
-            if method == "GET":
-                upstream_request = sign(plan, now)
-                versions = [(n, v) for n, v in pairs if n == b"versionId"]
-                head = sign(plan, now, "HEAD", ("range",), pairs=versions)
-
-            def sign_read(stored_range: str | None, etag: str | None) -> UpstreamRequest:
-                pinned = {"range": stored_range} if stored_range else {}
-                if etag:
-                    pinned["if-match"] = etag
-                return sign(plan, self._now(), removed=READ_CONDITIONS, extra=pinned)
-
-            reader = ObjectRead(
-                encryption, target.bucket, target.key, ",".join(headers.get("range", ())) or None,
-                head, upstream_request, sign_read, self._monitor.metrics.decryption_failed,
+            assert encryption is not None
+            reader = self._object_read(
+                encryption, target, method, headers, plan, sign, upstream_pairs
             )
+            upstream_request = reader.original
+            lookup = reader if method == "GET" else None
         else:
             upstream_request = sign(plan, now)
+        if treatment is Treatment.COMPLETE:
+            lookup = self._parts_check(query, plan, sign)
         upload_check = None
         if operation.name in UPLOAD_ID_OPERATIONS and not config.upstream.binds_upload_ids:
             assert target.bucket is not None  # an object operation
@@ -292,10 +289,60 @@ class RelayResource(Resource):
             rewrite,
             release,
             config.server.limits.first_byte_timeout,
-            resign if checked_delete else None,
+            resign if checked_delete or treatment is Treatment.COMPLETE else None,
             upload_check,
             reader,
+            lookup,
         )
+
+    def _object_read(
+        self,
+        encryption: EncryptionConfig,
+        target: Target,
+        method: str,
+        headers: Mapping[str, Sequence[str]],
+        plan: BodyPlan,
+        sign: Callable[..., UpstreamRequest],
+        pairs: Sequence[tuple[bytes, bytes]],
+    ) -> ObjectRead:
+        """A GET or HEAD of an encrypted object (``crypt.reader``)."""
+        assert target.bucket is not None
+        now = self._now()
+        head = part_head = None
+        if method == "GET":
+            original = sign(plan, now)
+            versions = [(n, v) for n, v in pairs if n == b"versionId"]
+            head = sign(plan, now, "HEAD", ("range",), pairs=versions)
+            # Part 1's own ETag is not the object's: no conditions.
+            part_head = sign(plan, now, "HEAD", READ_CONDITIONS,
+                             pairs=[*versions, (b"partNumber", b"1")])
+        else:
+            original = sign(plan, now, removed=("range",))
+
+        def sign_read(stored_range: str | None, etag: str | None) -> UpstreamRequest:
+            pinned = {"range": stored_range} if stored_range else {}
+            if etag:
+                pinned["if-match"] = etag
+            return sign(plan, self._now(), removed=READ_CONDITIONS, extra=pinned)
+
+        return ObjectRead(
+            encryption, target.bucket, target.key, ",".join(headers.get("range", ())) or None,
+            head, part_head, original, sign_read, self._monitor.metrics.decryption_failed,
+        )
+
+    def _parts_check(
+        self, query: Mapping[bytes, bytes], plan: BodyPlan, sign: Callable[..., UpstreamRequest]
+    ) -> PartsCheck:
+        """Before an encrypted upload completes: its parts make one object."""
+        upload_id = query[b"uploadId"]
+
+        def sign_page(marker: str | None) -> UpstreamRequest:
+            pairs = [(b"max-parts", b"1000"), (b"uploadId", upload_id)]
+            if marker is not None:
+                pairs.append((b"part-number-marker", marker.encode("ascii", "replace")))
+            return sign(NO_BODY, self._now(), "GET", pairs=pairs)
+
+        return PartsCheck(sign_page)
 
     def _preflight(
         self,

@@ -34,6 +34,12 @@ META_KEY_ID = "x-amz-meta-s3relay-key-id"
 META_DATA_KEY = "x-amz-meta-s3relay-data-key"
 META_PREFIX = "x-amz-meta-s3relay-"
 FORMAT = "1"
+#: The format of an object assembled from a multipart upload's parts.
+FORMAT_MULTIPART = "1-multipart"
+FORMATS = (FORMAT, FORMAT_MULTIPART)
+
+#: Joins the upstream's upload id and the relay's token in the id clients see.
+TOKEN_MARK = "~s3r1~"
 
 _WRAP_NONCE = 12
 
@@ -50,40 +56,91 @@ class KeyRing:
     keys: Mapping[str, bytes] = field(repr=False)
 
     def seal_metadata(
-        self, bucket: str, key: bytes, random: Callable[[int], bytes] = os.urandom
+        self,
+        bucket: str,
+        key: bytes,
+        multipart: bool = False,
+        random: Callable[[int], bytes] = os.urandom,
     ) -> tuple[bytes, dict[str, str]]:
         """A new data key, and the metadata headers that store it wrapped."""
         data_key = random(KEY_BYTES)
-        nonce = random(_WRAP_NONCE)
-        wrapped = nonce + AESGCM(self.keys[self.current]).encrypt(
-            nonce, data_key, _binding(self.current, bucket, key)
-        )
+        version = FORMAT_MULTIPART if multipart else FORMAT
+        wrapped = self._wrap(data_key, _binding(version, self.current, bucket, key), random)
         return data_key, {
-            META_FORMAT: FORMAT,
+            META_FORMAT: version,
             META_KEY_ID: self.current,
             META_DATA_KEY: base64.b64encode(wrapped).decode("ascii"),
         }
 
-    def open_metadata(self, bucket: str, key: bytes, metadata: Mapping[str, str]) -> bytes:
-        """The data key that ``metadata`` (lowercase names) wraps for ``bucket``/``key``."""
-        version = metadata.get(META_FORMAT)
-        if version != FORMAT:
-            raise UnusableKey(f"unknown encryption format {str(version)[:16]!r}")
-        key_id = metadata.get(META_KEY_ID, "")
+    def _wrap(self, data_key: bytes, binding: bytes, random: Callable[[int], bytes]) -> bytes:
+        nonce = random(_WRAP_NONCE)
+        return nonce + AESGCM(self.keys[self.current]).encrypt(nonce, data_key, binding)
+
+    def _unwrap(self, key_id: str, wrapped: bytes, binding: bytes) -> bytes:
         kek = self.keys.get(key_id)
         if kek is None:
             raise UnusableKey(f"wrapped by key {key_id[:64]!r}, which is not configured")
         try:
-            wrapped = base64.b64decode(metadata.get(META_DATA_KEY, ""), validate=True)
-            return AESGCM(kek).decrypt(
-                wrapped[:_WRAP_NONCE], wrapped[_WRAP_NONCE:], _binding(key_id, bucket, key)
-            )
-        except (binascii.Error, ValueError, InvalidTag):
+            return AESGCM(kek).decrypt(wrapped[:_WRAP_NONCE], wrapped[_WRAP_NONCE:], binding)
+        except (ValueError, InvalidTag):
             raise UnusableKey(f"data key does not unwrap with key {key_id!r}") from None
 
+    def upload_id(
+        self,
+        bucket: str,
+        key: bytes,
+        upstream_id: str,
+        data_key: bytes,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> str:
+        """The upload id a client is given for ``upstream_id``: the upstream's
+        id with the object's data key, wrapped for this upload alone.
 
-def _binding(key_id: str, bucket: str, key: bytes) -> bytes:
-    return b"\0".join([b"s3relay1 data key", key_id.encode(), bucket.encode(), key])
+        No S3 call shows an unfinished upload's metadata, so the parts'
+        requests carry the data key themselves."""
+        wrapped = self._wrap(data_key, _upload_binding(self.current, bucket, key, upstream_id),
+                             random)
+        token = base64.urlsafe_b64encode(wrapped).decode("ascii").rstrip("=")
+        return f"{upstream_id}{TOKEN_MARK}{self.current}~{token}"
+
+    def open_upload_id(self, bucket: str, key: bytes, client_id: str) -> tuple[str, bytes]:
+        """The upstream's upload id and the data key in a client's upload id."""
+        upstream_id, mark, token = client_id.rpartition(TOKEN_MARK)
+        key_id, _, wrapped = token.partition("~")
+        if not mark or not upstream_id:
+            raise UnusableKey("the upload id carries no data key: not started through the relay")
+        try:
+            raw = base64.urlsafe_b64decode(wrapped + "=" * (-len(wrapped) % 4))
+        except (binascii.Error, ValueError):
+            raise UnusableKey("the upload id's data key is not base64") from None
+        binding = _upload_binding(key_id, bucket, key, upstream_id)
+        return upstream_id, self._unwrap(key_id, raw, binding)
+
+    def open_metadata(self, bucket: str, key: bytes, metadata: Mapping[str, str]) -> bytes:
+        """The data key that ``metadata`` (lowercase names) wraps for ``bucket``/``key``."""
+        version = metadata.get(META_FORMAT)
+        if version not in FORMATS:
+            raise UnusableKey(f"unknown encryption format {str(version)[:16]!r}")
+        key_id = metadata.get(META_KEY_ID, "")
+        try:
+            wrapped = base64.b64decode(metadata.get(META_DATA_KEY, ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise UnusableKey("the wrapped data key is not base64") from None
+        return self._unwrap(key_id, wrapped, _binding(version, key_id, bucket, key))
+
+
+def _binding(version: str, key_id: str, bucket: str, key: bytes) -> bytes:
+    parts = [b"s3relay data key", version.encode(), key_id.encode(), bucket.encode(), key]
+    return b"\0".join(parts)
+
+
+def _upload_binding(key_id: str, bucket: str, key: bytes, upstream_id: str) -> bytes:
+    parts = [b"s3relay upload", key_id.encode(), bucket.encode(), key, upstream_id.encode()]
+    return b"\0".join(parts)
+
+
+def is_multipart(metadata: Mapping[str, str]) -> bool:
+    return metadata.get(META_FORMAT) == FORMAT_MULTIPART
 
 
 def is_encrypted(metadata: Mapping[str, str]) -> bool:

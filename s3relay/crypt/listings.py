@@ -14,7 +14,6 @@ Pure, stdlib only.
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Sequence
 from urllib.parse import unquote_plus
@@ -25,6 +24,21 @@ _ENTRY = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.DOTALL)
 _KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 _SIZE = re.compile(rb"<Size>(\d+)</Size>")
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
+_REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#(\d+)|#x([0-9a-fA-F]+));")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def _xml_text(raw: str) -> str:
+    """XML character data with its five entities and character references read."""
+
+    def one(match: re.Match[str]) -> str:
+        name, decimal, hexadecimal = match.groups()
+        if name:
+            return _NAMED[name]
+        code = int(decimal) if decimal else int(hexadecimal, 16)
+        return chr(code) if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else match.group(0)
+
+    return _REFERENCE.sub(one, raw)
 
 
 def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
@@ -36,7 +50,7 @@ def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
         key_match = _KEY.search(inner)
         if key_match is None:
             return match.group(0)
-        key = html.unescape(key_match.group(1).decode("utf-8", "surrogateescape"))
+        key = _xml_text(key_match.group(1).decode("utf-8", "surrogateescape"))
         if url_encoded:
             key = unquote_plus(key, errors="surrogateescape")
         raw_key = key.encode("utf-8", "surrogateescape")

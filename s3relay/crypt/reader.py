@@ -3,7 +3,8 @@
 
 A GET needs the object's size and wrapped data key before it can ask for
 the stored bytes of a range, so ``ObjectRead.lookup`` first sends a HEAD
-(with the client's conditions and version), then signs the GET for the
+(with the client's conditions and version), and for a multipart object
+one of part 1 (its size fixes where every part starts), then signs the GET for the
 segments that hold the range, pinned to the ETag the HEAD saw: an object
 replaced in between is a 503 to retry, never the wrong key's bytes.
 ``open`` and ``rewrite_headers`` turn the upstream's answer into the client's (plaintext length,
@@ -15,7 +16,7 @@ complete.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -24,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from s3relay.crypt.keys import META_PREFIX, UnusableKey, is_encrypted
+from s3relay.crypt.keys import META_PREFIX, UnusableKey, is_encrypted, is_multipart
 from s3relay.crypt.layout import (
     SEGMENT,
     Span,
@@ -61,6 +62,13 @@ def _changed() -> S3Error:
     return S3Error(
         "ServiceUnavailable", "The object changed while it was read; please retry.", 503,
         "the object's ETag changed between the relay's HEAD and GET", kind=Kind.UPSTREAM,
+    )
+
+
+def _send(agent: IAgent, request: UpstreamRequest) -> Deferred[IResponse]:
+    return agent.request(
+        request.method.encode("ascii"), request.url.encode("ascii"),
+        WireHeaders(request.wire_headers()), None,
     )
 
 
@@ -103,6 +111,7 @@ class ObjectRead:
         key: bytes,
         range_header: str | None,
         head: UpstreamRequest | None,
+        part_head: UpstreamRequest | None,
         original: UpstreamRequest,
         sign_read: SignRead,
         on_failure: Callable[[], None],
@@ -113,31 +122,29 @@ class ObjectRead:
         self._range = range_header
         #: The HEAD a GET starts with (None for a HEAD, which is its own lookup).
         self._head = head
-        self._original = original
+        #: The HEAD of part 1, for a multipart object's part size.
+        self._part_head = part_head
+        #: The GET (or HEAD) as the client asked it.
+        self.original = original
         self._sign_read = sign_read
         self._on_failure = on_failure
         self._plan: _Plan | None = None
         #: The client's (status, Content-Length, Content-Range) for an encrypted object.
         self._answer: tuple[int, int, str | None] | None = None
 
-    @property
-    def needs_lookup(self) -> bool:
-        return self._head is not None
-
     def lookup(self, agent: IAgent) -> Deferred[UpstreamRequest]:
         """HEAD the object; fires with the GET to send, or errbacks with an S3Error."""
         assert self._head is not None
-        request = self._head
-        sent = agent.request(b"HEAD", request.url.encode("ascii"), WireHeaders(
-            request.wire_headers()), None)
-        return sent.addCallback(self._looked_up)
+        return _send(agent, self._head).addCallback(self._looked_up, agent)
 
-    def _looked_up(self, response: IResponse) -> UpstreamRequest:
+    def _looked_up(
+        self, response: IResponse, agent: IAgent
+    ) -> UpstreamRequest | Deferred[UpstreamRequest]:
         response.deliverBody(Protocol())  # a HEAD's body is empty
         if response.code != 200:
             # The client's GET answers it (404, 304, 412...: S3's own error body).
-            self._plan = _Plan(self._original, expect_error=True)
-            return self._original
+            self._plan = _Plan(self.original, expect_error=True)
+            return self.original
         etag = (response.headers.getRawHeaders(b"etag") or [b""])[0].decode("latin-1")
         found = metadata(response.headers)
         if not is_encrypted(found):
@@ -154,8 +161,23 @@ class ObjectRead:
                 details=(("ActualObjectSize", str(size)), ("RangeRequested", self._range or "")),
             ) from None
         stored = None if span is None else "bytes=%d-%d" % span.stored_range
-        self._plan = _Plan(self._sign_read(stored, etag or None), data_key, span, size)
-        return self._plan.upstream
+        plan = _Plan(self._sign_read(stored, etag or None), data_key, span, size)
+        if not is_multipart(found) or self._part_head is None:
+            self._plan = plan
+            return plan.upstream
+        # Where each part's segments start: every part but the last is part 1's size.
+        return _send(agent, self._part_head).addCallback(self._part_sized, plan)
+
+    def _part_sized(self, response: IResponse, plan: _Plan) -> UpstreamRequest:
+        response.deliverBody(Protocol())
+        stored = _stored_length(response.headers) if response.code in (200, 206) else None
+        part = plaintext_size(stored) if stored is not None else None
+        if part is None or (part % SEGMENT and part < plan.size):
+            self._on_failure()
+            raise unreadable(f"part 1 answered {response.code}, {stored} bytes: not a part "
+                             "the relay sealed")
+        self._plan = replace(plan, per_part=segment_count(part))
+        return plan.upstream
 
     def _refuse_plaintext(self) -> None:
         if not self._encryption.allow_plaintext_reads:

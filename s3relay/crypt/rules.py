@@ -5,8 +5,8 @@ Fail closed: an operation the relay cannot do on encrypted objects without
 storing plaintext, or without making an object that does not decrypt, is
 refused before anything goes upstream.  A copy would store the source's
 bytes under the destination's key (each object's data key is bound to its
-bucket and key); a multipart upload is not sealed yet; the part and
-attribute reads would hand out stored bytes or sizes.
+bucket and key); the part and attribute reads would hand out stored bytes
+or sizes.
 
 Pure, stdlib only.
 """
@@ -26,6 +26,11 @@ class Treatment(enum.Enum):
     SEAL = "seal"  # PutObject: encrypt the body
     READ = "read"  # GetObject, HeadObject: decrypt, plaintext sizes
     LIST = "list"  # listings: plaintext sizes
+    START_UPLOAD = "start-upload"  # CreateMultipartUpload: a data key, in the upload id too
+    SEAL_PART = "seal-part"  # UploadPart: encrypt the part
+    COMPLETE = "complete"  # CompleteMultipartUpload: check the parts first
+    LIST_PARTS = "list-parts"  # ListParts: plaintext sizes
+    UPLOAD_ID = "upload-id"  # AbortMultipartUpload: the upstream's upload id
 
 
 _LISTINGS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions"})
@@ -38,9 +43,16 @@ _UNCHANGED = frozenset(
         "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging",
         "GetObjectRetention", "PutObjectRetention",
         "GetObjectLegalHold", "PutObjectLegalHold",
-        "ListMultipartUploads", "AbortMultipartUpload",
     }
 )
+
+_UPLOADS = {
+    "CreateMultipartUpload": Treatment.START_UPLOAD,
+    "UploadPart": Treatment.SEAL_PART,
+    "CompleteMultipartUpload": Treatment.COMPLETE,
+    "ListParts": Treatment.LIST_PARTS,
+    "AbortMultipartUpload": Treatment.UPLOAD_ID,
+}
 
 
 def _not_implemented(what: str, reason: str) -> S3Error:
@@ -76,10 +88,8 @@ def treatment(
         if b"partNumber" in query_names:
             raise _not_implemented("Reading one part", f"{name} with partNumber")
         return Treatment.READ
-    if name in ("CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "ListParts"):
-        raise _not_implemented(
-            "A multipart upload", f"{name} under an encrypted prefix (multipart is not sealed yet)"
-        )
+    if name in _UPLOADS:
+        return _UPLOADS[name]
     if name in ("CopyObject", "UploadPartCopy"):
         raise _not_implemented("Copying into an encrypted prefix", f"{name} into it")
     raise _not_implemented(name, f"{name} under an encrypted prefix")

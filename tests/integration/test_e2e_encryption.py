@@ -6,11 +6,13 @@ the operations refused under encrypted prefixes."""
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import requests
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -290,7 +292,10 @@ def test_refused_operations_store_nothing(client: Any, upstream: Any) -> None:
             Bucket=PLAIN, Key="copied", CopySource={"Bucket": SECURE, "Key": "source"}),
         "copy in": lambda: client.copy_object(
             Bucket=SECURE, Key="copied", CopySource={"Bucket": PLAIN, "Key": "source"}),
-        "multipart": lambda: client.create_multipart_upload(Bucket=SECURE, Key="copied"),
+        "part copy": lambda: client.upload_part_copy(
+            Bucket=SECURE, Key="copied", UploadId=client.create_multipart_upload(
+                Bucket=SECURE, Key="copied")["UploadId"], PartNumber=1,
+            CopySource={"Bucket": PLAIN, "Key": "source"}),
     }
     for name, attempt in attempts.items():
         with pytest.raises(ClientError) as info:
@@ -326,3 +331,73 @@ def test_aws_cli_and_s3cmd(client: Any, relay: harness.Relay, tmp_path: Path,
     s3cmd(config, tmp_path, "get", f"s3://{SECURE}/s3cmd/file", str(tmp_path / "s3cmd-back"))
     assert (tmp_path / "s3cmd-back").read_bytes() == source.read_bytes()
     assert stored(upstream, SECURE, "s3cmd/file")[0] != source.read_bytes()
+
+
+MiB = 1024 * 1024
+
+
+def test_multipart_round_trip_and_ranges(client: Any, upstream: Any) -> None:
+    body = data(12 * MiB + 3, 21)
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    client.upload_fileobj(io.BytesIO(body), SECURE, "multi", Config=config)
+    raw = upstream.get_object(Bucket=SECURE, Key="multi")
+    assert raw["ContentLength"] == stored_size(len(body))
+    assert raw["ETag"].endswith('-3"')
+    assert client.head_object(Bucket=SECURE, Key="multi")["ContentLength"] == len(body)
+    assert client.get_object(Bucket=SECURE, Key="multi")["Body"].read() == body
+    for first, last in ((5 * MiB - 10, 5 * MiB + 10), (0, 10 * MiB + 1), (10 * MiB, len(body))):
+        got = client.get_object(Bucket=SECURE, Key="multi", Range=f"bytes={first}-{last}")
+        assert got["Body"].read() == body[first:last + 1]
+    listed = client.list_objects_v2(Bucket=SECURE, Prefix="multi")["Contents"]
+    assert listed[0]["Size"] == len(body)
+
+
+def test_multipart_parts_listed_in_plaintext_and_aborted(client: Any, upstream: Any) -> None:
+    upload = client.create_multipart_upload(Bucket=SECURE, Key="parts")["UploadId"]
+    client.upload_part(Bucket=SECURE, Key="parts", UploadId=upload, PartNumber=1,
+                       Body=data(5 * MiB))
+    client.upload_part(Bucket=SECURE, Key="parts", UploadId=upload, PartNumber=2, Body=b"tail")
+    parts = client.list_parts(Bucket=SECURE, Key="parts", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 5 * MiB), (2, 4)]
+    upstream_ids = [u["UploadId"] for u in upstream.list_multipart_uploads(
+        Bucket=SECURE, Prefix="parts").get("Uploads", [])]
+    assert len(upstream_ids) == 1 and upstream_ids[0] != upload
+    with pytest.raises(ClientError) as info:  # an id the relay did not hand out
+        client.upload_part(Bucket=SECURE, Key="parts", UploadId=upstream_ids[0], PartNumber=3,
+                           Body=b"x")
+    assert info.value.response["Error"]["Code"] == "NoSuchUpload"
+    client.abort_multipart_upload(Bucket=SECURE, Key="parts", UploadId=upload)
+    assert not upstream.list_multipart_uploads(Bucket=SECURE, Prefix="parts").get("Uploads")
+
+
+@pytest.mark.parametrize("sizes,numbers", [
+    ((5 * MiB + 1, 5 * MiB + 1, 10), (1, 2, 3)),  # not a multiple of 64 KiB
+    ((5 * MiB, 6 * MiB, 10), (1, 2, 3)),  # unequal
+    ((5 * MiB, 10), (1, 3)),  # not numbered 1..N
+])
+def test_multipart_of_another_shape_is_refused(client: Any, upstream: Any,
+                                               sizes: tuple[int, ...],
+                                               numbers: tuple[int, ...]) -> None:
+    key = f"shape-{len(sizes)}-{sizes[1]}"
+    upload = client.create_multipart_upload(Bucket=SECURE, Key=key)["UploadId"]
+    etags = [client.upload_part(Bucket=SECURE, Key=key, UploadId=upload, PartNumber=n,
+                                Body=data(size))["ETag"] for n, size in zip(numbers, sizes)]
+    with pytest.raises(ClientError) as info:
+        client.complete_multipart_upload(
+            Bucket=SECURE, Key=key, UploadId=upload, MultipartUpload={"Parts": [
+                {"PartNumber": n, "ETag": e} for n, e in zip(numbers, etags)]})
+    assert info.value.response["Error"]["Code"] == "InvalidPart"
+    with pytest.raises(ClientError):
+        upstream.head_object(Bucket=SECURE, Key=key)
+    client.abort_multipart_upload(Bucket=SECURE, Key=key, UploadId=upload)
+
+
+def test_multipart_with_aws_cli(client: Any, relay: harness.Relay, tmp_path: Path,
+                                upstream: Any) -> None:
+    source = tmp_path / "big"
+    source.write_bytes(data(17 * MiB + 5, 22))
+    env = aws_env(tmp_path)
+    aws(relay, env, "s3", "cp", str(source), f"s3://{SECURE}/cli/big")
+    assert upstream.head_object(Bucket=SECURE, Key="cli/big")["ETag"].endswith('-3"')
+    aws(relay, env, "s3", "cp", f"s3://{SECURE}/cli/big", str(tmp_path / "big-back"))
+    assert (tmp_path / "big-back").read_bytes() == source.read_bytes()
