@@ -61,3 +61,5 @@ class Decision:
     #: Asked of the upstream first: an encrypted object's HEAD, an
     #: encrypted upload's parts (``crypt.partcheck``).
     lookup: Lookup | None = None
+    #: The answer's ETag is shown as an encrypted object's (``crypt.etags``).
+    shows_etag: bool = False

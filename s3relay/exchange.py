@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 
 from s3relay.body.producer import StreamingBody
-from s3relay.crypt.reader import DecryptingRelay
+from s3relay.crypt.reader import DecryptingRelay, show_etag
 from s3relay.crypt.segments import DecryptionFailed
 from s3relay.decision import Decision
 from s3relay.http.headers import HOP_BY_HOP, connection_named
@@ -249,6 +249,8 @@ class Exchange:
         request.responseHeaders.setRawHeaders(b"x-s3relay-request-id", [self._record.request_id.encode()])
         if reader is not None:
             reader.rewrite_headers(request)
+        if self._decision.shows_etag:
+            show_etag(request.responseHeaders)
         relay: ResponseRelay
         rewrite = self._decision.rewrite
         if opener is not None:

@@ -32,6 +32,7 @@ from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
 from s3relay.crypt import rules
+from s3relay.crypt.etags import stored_list
 from s3relay.crypt.partcheck import PartsCheck
 from s3relay.crypt.reader import READ_CONDITIONS, ObjectRead
 from s3relay.crypt.requests import translate
@@ -293,6 +294,7 @@ class RelayResource(Resource):
             upload_check,
             reader,
             lookup,
+            translation is not None and translation.shows_etag,
         )
 
     def _object_read(
@@ -309,15 +311,20 @@ class RelayResource(Resource):
         assert target.bucket is not None
         now = self._now()
         head = part_head = None
+        # The ETags a client names are the shown ones (crypt.etags).
+        conditions = {
+            name: stored_list(",".join(headers[name]))
+            for name in ("if-match", "if-none-match") if name in headers
+        }
         if method == "GET":
-            original = sign(plan, now)
+            original = sign(plan, now, extra=conditions)
             versions = [(n, v) for n, v in pairs if n == b"versionId"]
-            head = sign(plan, now, "HEAD", ("range",), pairs=versions)
+            head = sign(plan, now, "HEAD", ("range",), pairs=versions, extra=conditions)
             # Part 1's own ETag is not the object's: no conditions.
             part_head = sign(plan, now, "HEAD", READ_CONDITIONS,
                              pairs=[*versions, (b"partNumber", b"1")])
         else:
-            original = sign(plan, now, removed=("range",))
+            original = sign(plan, now, removed=("range",), extra=conditions)
 
         def sign_read(stored_range: str | None, etag: str | None) -> UpstreamRequest:
             pinned = {"range": stored_range} if stored_range else {}

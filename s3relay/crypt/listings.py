@@ -2,7 +2,8 @@
 """Plaintext sizes in ListObjects, ListObjectsV2 and ListObjectVersions.
 
 The upstream lists stored sizes; for keys under an encrypted prefix the
-relay puts in the plaintext size (``layout.plaintext_size``), leaving the
+relay puts in the plaintext size (``layout.plaintext_size``) and the ETag
+clients see (``etags``), leaving the
 rest of the document byte for byte as the upstream wrote it.  S3 writes
 these documents without comments or CDATA, so each entry is one
 ``<Contents>`` or ``<Version>`` element with one ``<Key>`` and one
@@ -23,6 +24,13 @@ from s3relay.crypt.layout import plaintext_size
 _ENTRY = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.DOTALL)
 _KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 _SIZE = re.compile(rb"<Size>(\d+)</Size>")
+_ETAG = re.compile(rb"<ETag>(&quot;|&#34;|\")?([0-9a-fA-F]{32})(&quot;|&#34;|\")?</ETag>")
+
+
+def shown_etags(entry: bytes) -> bytes:
+    """An entry's MD5 ETag as clients see it (``etags.shown``)."""
+    return _ETAG.sub(lambda m: b"<ETag>%s%s-0%s</ETag>" % (
+        m.group(1) or b"", m.group(2), m.group(3) or b""), entry, count=1)
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
 _REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#(\d+)|#x([0-9a-fA-F]+));")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
@@ -62,6 +70,6 @@ def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
             return found.group(0) if plain is None else b"<Size>%d</Size>" % plain
 
         tag = match.group(1)
-        return b"<%s>%s</%s>" % (tag, _SIZE.sub(size, inner, count=1), tag)
+        return b"<%s>%s</%s>" % (tag, shown_etags(_SIZE.sub(size, inner, count=1)), tag)
 
     return _ENTRY.sub(entry, body)

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
+from s3relay.crypt.etags import shown
 from s3relay.crypt.keys import META_PREFIX, UnusableKey, is_encrypted, is_multipart
 from s3relay.crypt.layout import (
     SEGMENT,
@@ -249,10 +250,18 @@ class ObjectRead:
                 headers.removeHeader(name)
         request.setResponseCode(code)
         headers.setRawHeaders(b"content-length", [b"%d" % length])
+        show_etag(headers)
         if content_range is None:
             headers.removeHeader(b"content-range")
         else:
             headers.setRawHeaders(b"content-range", [content_range.encode()])
+
+
+def show_etag(headers: Headers) -> None:
+    """The response's ETag as clients see an encrypted object's (``etags``)."""
+    etag = headers.getRawHeaders(b"etag")
+    if etag:
+        headers.setRawHeaders(b"etag", [shown(etag[0].decode("latin-1")).encode("latin-1")])
 
 
 class DecryptingRelay(ResponseRelay):

@@ -40,6 +40,8 @@ class Translation:
     rewrite: Callable[[bytes], bytes] | None = None
     #: The upstream's upload id, for an operation on an upload.
     upload_id: str | None = None
+    #: The answer's ETag is an encrypted object's or part's (``etags``).
+    shows_etag: bool = False
 
 
 def no_such_upload(reason: str) -> S3Error:
@@ -91,7 +93,8 @@ def translate(
             plaintext_listing, prefixes=encryption.key_prefixes(target.bucket)))
     if treatment is Treatment.SEAL:
         data_key, stored = ring.seal_metadata(bucket, key)
-        return Translation(*sealed(*plan_body(True), data_key), stored, claims, tuple(pairs))
+        return Translation(*sealed(*plan_body(True), data_key), stored, claims, tuple(pairs),
+                           shows_etag=True)
     if treatment is Treatment.START_UPLOAD:
         data_key, stored = ring.seal_metadata(bucket, key, multipart=True)
         plan, body_filter = plan_body(False)
@@ -112,7 +115,7 @@ def translate(
         assert part_key is not None
         part = _part_number(query)
         return Translation(*sealed(*plan_body(True), part_key, part), {}, claims,
-                           upstream_pairs, upload_id=upload_id)
+                           upstream_pairs, upload_id=upload_id, shows_etag=True)
     plan, body_filter = plan_body(treatment is Treatment.COMPLETE)
     if treatment is Treatment.COMPLETE:
         return Translation(replace(plan, verify_first=True), CompleteBody(body_filter), {},

@@ -22,7 +22,9 @@ from typing import Callable
 from xml.sax.saxutils import escape
 
 from s3relay.body.plan import BodyFilter
+from s3relay.crypt.etags import stored
 from s3relay.crypt.layout import SEGMENT, plaintext_size
+from s3relay.crypt.listings import shown_etags
 from s3relay.s3.errors import S3Error
 from s3relay.s3.safexml import S3_NS, Unreadable, read_xml
 
@@ -44,14 +46,14 @@ def with_client_upload_id(body: bytes, client_id: Callable[[str], str]) -> bytes
 
 
 def plaintext_parts(body: bytes) -> bytes:
-    """A ListParts answer with each part's plaintext size."""
+    """A ListParts answer with each part's plaintext size and shown ETag."""
 
     def size(found: re.Match[bytes]) -> bytes:
         plain = plaintext_size(int(found.group(1)))
         return found.group(0) if plain is None else b"<Size>%d</Size>" % plain
 
     return _PART.sub(
-        lambda m: b"<Part>%s</Part>" % _SIZE.sub(size, m.group(1), count=1), body
+        lambda m: b"<Part>%s</Part>" % shown_etags(_SIZE.sub(size, m.group(1), count=1)), body
     )
 
 
@@ -181,7 +183,7 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
             number = fields.get("PartNumber", "")
             if not number.isdigit() or "ETag" not in fields:
                 raise Unreadable("a part without PartNumber and ETag")
-            parts.append((int(number), fields["ETag"]))
+            parts.append((int(number), stored(fields["ETag"])))
             fields.clear()
         text.clear()
 

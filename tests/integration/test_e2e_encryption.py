@@ -21,7 +21,7 @@ from s3relay.crypt.keys import META_KEY_ID, generate_key_file
 from s3relay.crypt.layout import SEGMENT, stored_size
 from tests import harness
 from tests.integration.conftest import boto_client, relay_config
-from tests.integration.test_e2e_cli import aws, aws_env, s3cmd, s3cmd_config
+from tests.integration.test_e2e_cli import aws, aws_env, ok, s3cmd, s3cmd_config
 
 SECURE = "crypt-secure"  # encrypted whole
 MIXED = "crypt-mixed"  # encrypted under private/
@@ -108,17 +108,26 @@ def test_round_trip_stores_ciphertext(client: Any, upstream: Any, size: int) -> 
 
 def test_sizes_in_listings_are_plaintext(client: Any) -> None:
     sizes = {f"list/{size}": size for size in SIZES}
-    for key, size in sizes.items():
-        client.put_object(Bucket=SECURE, Key=key, Body=data(size))
+    put_etags = {
+        key: client.put_object(Bucket=SECURE, Key=key, Body=data(size))["ETag"]
+        for key, size in sizes.items()
+    }
     listed = client.list_objects_v2(Bucket=SECURE, Prefix="list/")["Contents"]
     assert {item["Key"]: item["Size"] for item in listed} == sizes
     v1 = client.list_objects(Bucket=SECURE, Prefix="list/")["Contents"]
     assert {item["Key"]: item["Size"] for item in v1} == sizes
     versions = client.list_object_versions(Bucket=SECURE, Prefix="list/")["Versions"]
     assert {item["Key"]: item["Size"] for item in versions} == sizes
-    etags = {item["Key"]: item["ETag"] for item in listed}
+    # One ETag everywhere, shown as no MD5 of the plaintext (crypt.etags).
+    assert {item["Key"]: item["ETag"] for item in listed} == put_etags
+    assert all(etag.endswith('-0"') for etag in put_etags.values())
     for key in sizes:
-        assert client.head_object(Bucket=SECURE, Key=key)["ETag"] == etags[key]
+        assert client.head_object(Bucket=SECURE, Key=key)["ETag"] == put_etags[key]
+        assert client.get_object(Bucket=SECURE, Key=key)["ETag"] == put_etags[key]
+        assert client.head_object(Bucket=SECURE, Key=key, IfMatch=put_etags[key])
+        with pytest.raises(ClientError) as info:
+            client.head_object(Bucket=SECURE, Key=key, IfNoneMatch=put_etags[key])
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
 
 
 def test_only_the_prefix_is_encrypted(client: Any, upstream: Any) -> None:
@@ -321,16 +330,24 @@ def test_aws_cli_and_s3cmd(client: Any, relay: harness.Relay, tmp_path: Path,
     source.write_bytes(data(5 * SEGMENT + 3, 13))
     env = aws_env(tmp_path)
     url = f"s3://{SECURE}/cli/file"
-    aws(relay, env, "s3", "cp", str(source), url)
+    ok(aws(relay, env, "s3", "cp", str(source), url))
     aws(relay, env, "s3", "cp", url, str(tmp_path / "back"))
     assert (tmp_path / "back").read_bytes() == source.read_bytes()
-    assert str(source.stat().st_size) in aws(relay, env, "s3", "ls", f"s3://{SECURE}/cli/").stdout
+    listing = ok(aws(relay, env, "s3", "ls", f"s3://{SECURE}/cli/")).stdout
+    assert str(source.stat().st_size) in listing
     assert len(stored(upstream, SECURE, "cli/file")[0]) == stored_size(5 * SEGMENT + 3)
     config = s3cmd_config(tmp_path, relay)
-    s3cmd(config, tmp_path, "put", str(source), f"s3://{SECURE}/s3cmd/file")
-    s3cmd(config, tmp_path, "get", f"s3://{SECURE}/s3cmd/file", str(tmp_path / "s3cmd-back"))
-    assert (tmp_path / "s3cmd-back").read_bytes() == source.read_bytes()
-    assert stored(upstream, SECURE, "s3cmd/file")[0] != source.read_bytes()
+    big = tmp_path / "big"
+    big.write_bytes(data(11 * 1024 * 1024, 14))
+    for name, path in (("file", source), ("big", big)):  # one PUT; three parts
+        ok(s3cmd(config, tmp_path, "put", "--multipart-chunk-size-mb=5", str(path),
+                 f"s3://{SECURE}/s3cmd/{name}"))
+        ok(s3cmd(config, tmp_path, "get", f"s3://{SECURE}/s3cmd/{name}",
+                 str(tmp_path / "back-s")))
+        assert (tmp_path / "back-s").read_bytes() == path.read_bytes()
+        (tmp_path / "back-s").unlink()
+        assert len(stored(upstream, SECURE, f"s3cmd/{name}")[0]) == stored_size(path.stat().st_size)
+    assert upstream.head_object(Bucket=SECURE, Key="s3cmd/big")["ETag"].endswith('-3"')
 
 
 MiB = 1024 * 1024
@@ -397,7 +414,7 @@ def test_multipart_with_aws_cli(client: Any, relay: harness.Relay, tmp_path: Pat
     source = tmp_path / "big"
     source.write_bytes(data(17 * MiB + 5, 22))
     env = aws_env(tmp_path)
-    aws(relay, env, "s3", "cp", str(source), f"s3://{SECURE}/cli/big")
+    ok(aws(relay, env, "s3", "cp", str(source), f"s3://{SECURE}/cli/big"))
     assert upstream.head_object(Bucket=SECURE, Key="cli/big")["ETag"].endswith('-3"')
-    aws(relay, env, "s3", "cp", f"s3://{SECURE}/cli/big", str(tmp_path / "big-back"))
+    ok(aws(relay, env, "s3", "cp", f"s3://{SECURE}/cli/big", str(tmp_path / "big-back")))
     assert (tmp_path / "big-back").read_bytes() == source.read_bytes()
