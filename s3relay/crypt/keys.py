@@ -110,7 +110,7 @@ class KeyRing:
         if not mark or not upstream_id:
             raise UnusableKey("the upload id carries no data key: not started through the relay")
         try:
-            raw = base64.urlsafe_b64decode(wrapped + "=" * (-len(wrapped) % 4))
+            raw = base64.b64decode(wrapped + "=" * (-len(wrapped) % 4), b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise UnusableKey("the upload id's data key is not base64") from None
         binding = _upload_binding(key_id, bucket, key, upstream_id)

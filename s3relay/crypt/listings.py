@@ -65,11 +65,12 @@ def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
         if not any(raw_key.startswith(p) for p in prefixes):
             return match.group(0)
 
-        def size(found: re.Match[bytes]) -> bytes:
-            plain = plaintext_size(int(found.group(1)))
-            return found.group(0) if plain is None else b"<Size>%d</Size>" % plain
-
+        found = _SIZE.search(inner)
+        plain = plaintext_size(int(found.group(1))) if found else None
+        if found is None or plain is None:
+            return match.group(0)  # not an object the relay encrypted
+        inner = b"%s<Size>%d</Size>%s" % (inner[:found.start()], plain, inner[found.end():])
         tag = match.group(1)
-        return b"<%s>%s</%s>" % (tag, shown_etags(_SIZE.sub(size, inner, count=1)), tag)
+        return b"<%s>%s</%s>" % (tag, shown_etags(inner), tag)
 
     return _ENTRY.sub(entry, body)
