@@ -25,6 +25,16 @@ in alternating rounds, so that the load of a shared machine hits all alike:
   proxy and the relay; the upstream's own CPU for the direct path;
 * peak RSS (VmHWM, the largest of the proxy's processes).
 
+Then encryption at rest (``--no-encryption`` leaves it out): the same relay
+process also covers a second bucket, ``bench-enc``, with an ``[encryption]``
+section, and the large PUT, GET, 8 parallel PUTs and 8 parallel ranged GETs go
+to the plain bucket and to the encrypted one in alternating rounds: encrypted
+against plain MiB/s and CPU per GiB, and the relay's peak RSS.  nginx keeps no
+``x-amz-meta-*`` headers of a PUT, so the object the encrypted GETs read is
+sealed by this script (``s3relay.crypt``, as a relay PUT seals it) into the
+nginx root, and nginx answers for it with the metadata headers a relay PUT
+would have stored.
+
 Next to them, for the small GETs, two floor servers (``floor.py``): twisted.web
 answering from the files, and a bare pooled-Agent proxy -- how far anything
 on twisted.web gets at all.  ``--tls`` has clients talk TLS to the nginx
@@ -47,6 +57,7 @@ from __future__ import annotations
 import argparse
 import collections
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -60,6 +71,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -68,6 +80,12 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 BUCKET = "bench"
 BIG_KEY = "big.bin"
+#: The bucket the relay's [encryption] section covers (``BUCKET`` stays plain).
+ENC_BUCKET = "bench-enc"
+#: The encrypted object the encrypted GETs read: sealed by this script.
+SEALED_KEY = "sealed.bin"
+#: The keys of the 8 parallel PUTs (in either bucket).
+PART_KEY = "part-{}.bin"
 SMALL_KEY = "small-1k.bin"
 SMALL_SIZE = 1024
 MIB = 1024 * 1024
@@ -85,6 +103,8 @@ RSS_TARGET_MIB = 64
 SMALL_TARGET = 0.25
 THROUGHPUT_TARGET = 0.8
 CPU_PER_GIB_TARGET = 2.0
+#: Encrypted against plain throughput of the same relay (the encryption issue).
+ENC_TARGET = 0.7
 
 STARTUP_SECONDS = 30.0
 PROFILE_RATE = 250
@@ -106,7 +126,8 @@ class BenchError(Exception):
 
 
 def scratch_base(size_mib: int) -> str | None:
-    """/dev/shm when it can hold the test file and two copies of the object.
+    """/dev/shm when it can hold the test file and the objects stored from it
+    (two copies for the plain paths, the sealed object and one encrypted PUT's).
 
     The upstream should be fast and steady: on a disk, nginx's PUTs of 1 GiB
     swing with dirty-page writeback and hide the relay's own cost.
@@ -116,7 +137,7 @@ def scratch_base(size_mib: int) -> str | None:
     except OSError:
         return None
     free = st.f_bavail * st.f_frsize
-    return "/dev/shm" if free > (3 * size_mib + 256) * MIB else None
+    return "/dev/shm" if free > (5 * size_mib + 256) * MIB else None
 
 
 def free_port() -> int:
@@ -365,9 +386,10 @@ def start_nginx(
 
 def start_relay(
     work: Path, upstream_port: int, workers: int = 1, source: Path = REPO, name: str = "relay",
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None = None, extra: str = "",
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """A relay process in front of the upstream; ``source`` holds its code."""
+    """A relay process in front of the upstream; ``source`` holds its code;
+    ``extra``: more config sections (``[encryption]``)."""
     port = free_port()
     config = work / f"{name}.ini"
     workers_line = f"workers = {workers}\n" if workers != 1 else ""
@@ -394,7 +416,7 @@ secret_access_key = {UPSTREAM_KEY[1]}
 access_key_id = {CLIENT_KEY[0]}
 secret_access_key = {CLIENT_KEY[1]}
 credentials = up
-"""
+{extra}"""
     )
     twistd = Path(sys.executable).parent / "twistd"
     path = os.environ.get("PYTHONPATH", "")
@@ -437,7 +459,7 @@ def start_floor(work: Path, mode: str, where: str) -> tuple[subprocess.Popen[byt
     return process, port
 
 
-def presigner(relay_port: int, scheme: str = "http") -> Callable[[str, str], str]:
+def presigner(relay_port: int, scheme: str = "http") -> Callable[..., str]:
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 
@@ -450,11 +472,11 @@ def presigner(relay_port: int, scheme: str = "http") -> Callable[[str, str], str
         config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
 
-    def presign(method: str, key: str) -> str:
-        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+    def presign(method: str, key: str, bucket: str = BUCKET) -> str:
+        operation = {"GET": "get_object", "PUT": "put_object", "HEAD": "head_object"}[method]
         return str(
             client.generate_presigned_url(
-                operation, Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=6 * 3600
+                operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=6 * 3600
             )
         )
 
@@ -489,14 +511,18 @@ def make_data_file(path: Path, size: int) -> None:
             remaining -= len(chunk[:remaining])
 
 
+def curl_base(curl: str, timeout: float) -> list[str]:
+    fmt = "%{http_code} %{size_upload} %{size_download}"
+    return [curl, "-sS", "--max-time", str(int(timeout)), "--noproxy", "*",
+            "-o", "/dev/null", "-w", fmt]
+
+
 def curl_transfer(
     curl: str, method: str, url: str, data: Path, size: int, timeout: float, streams: int = 1
 ) -> float:
     """A curl PUT, or a GET in ``streams`` parallel ranged parts, of ``size``
     bytes; returns the wall seconds until the last part is done."""
-    fmt = "%{http_code} %{size_upload} %{size_download}"
-    base = [curl, "-sS", "--max-time", str(int(timeout)), "--noproxy", "*",
-            "-o", "/dev/null", "-w", fmt]
+    base = curl_base(curl, timeout)
     commands: list[tuple[list[str], int, tuple[int, ...]]]
     if method == "PUT":
         commands = [(base + ["-T", str(data), url], size, (200, 201, 204))]
@@ -508,6 +534,23 @@ def curl_transfer(
         for first in range(0, size, part):
             last = min(first + part, size) - 1
             commands.append((base + ["-r", f"{first}-{last}", url], last - first + 1, (206,)))
+    return run_curls(method, commands, timeout)
+
+
+def curl_put_streams(curl: str, urls: list[str], part: Path, timeout: float) -> float:
+    """PUTs of the file ``part`` to every URL in ``urls`` at once; the wall
+    seconds until the last is done."""
+    size = part.stat().st_size
+    base = curl_base(curl, timeout)
+    return run_curls("PUT", [(base + ["-T", str(part), url], size, (200, 201, 204))
+                             for url in urls], timeout)
+
+
+def run_curls(
+    method: str, commands: list[tuple[list[str], int, tuple[int, ...]]], timeout: float
+) -> float:
+    """Run the curl ``commands`` (each with the bytes it must move and the
+    statuses it may get) at once; the wall seconds until the last is done."""
     t0 = time.monotonic()
     running = [
         (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
@@ -626,6 +669,155 @@ def put_small(url: str, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------
+# encryption at rest
+
+
+def import_repo() -> None:
+    """Make this tree's ``s3relay`` (and ``tests``) importable here."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """The bench's side of encryption at rest: the key-encryption key the
+    relay's ``[encryption]`` section names, and the data key and metadata of
+    the object this script seals for the encrypted GETs.
+
+    nginx's WebDAV PUT drops the ``x-amz-meta-*`` headers a relay PUT sends,
+    so an object PUT through the relay cannot be read back through it.  The
+    GETs read ``ENC_BUCKET/SEALED_KEY`` instead, sealed as a relay PUT seals
+    a body (``KeyRing.seal_metadata`` for that bucket and key, then a
+    ``Sealer`` over the plaintext) and served by an nginx location that adds
+    the metadata headers to its GET and HEAD answers.
+    """
+
+    key_file: Path
+    data_key: bytes = field(repr=False)
+    metadata: dict[str, str]
+
+    @classmethod
+    def make(cls, work: Path) -> Sealing:
+        import_repo()
+        from s3relay.crypt.keys import generate_key_file, load_key_ring
+
+        folder = work / "kek"
+        folder.mkdir(exist_ok=True)
+        key_file = folder / "bench.key"  # key id "bench"
+        if not key_file.exists():
+            generate_key_file(str(key_file))  # 32 random bytes as base64, mode 0600
+        # Loaded as the relay loads [encryption] key_files.
+        ring = load_key_ring("encryption", "key_files", [str(key_file)])
+        data_key, metadata = ring.seal_metadata(ENC_BUCKET, SEALED_KEY.encode())
+        return cls(key_file, data_key, metadata)
+
+    def relay_section(self) -> str:
+        return (f"\n[encryption]\nprefixes = {ENC_BUCKET}\nkey_files = {self.key_file}\n"
+                f"allow_plaintext_reads = no\n")
+
+    def nginx_location(self) -> str:
+        """The upstream's location for the sealed object: the metadata on
+        every answer (nginx itself answers HEAD with Content-Length and ETag,
+        and honours Range and If-Match)."""
+        headers = "".join(f'            add_header {name} "{value}" always;\n'
+                          for name, value in self.metadata.items())
+        return f"        location = /{ENC_BUCKET}/{SEALED_KEY} {{\n{headers}        }}\n"
+
+    def seal(self, data: Path, stored: Path) -> None:
+        """Write ``data`` to ``stored`` as the relay stores an encrypted object."""
+        from s3relay.crypt.segments import Sealer
+
+        sealer = Sealer(self.data_key)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        with data.open("rb") as source, stored.open("wb") as out:
+            while chunk := source.read(MIB):
+                out.write(sealer.feed(chunk))
+            out.write(sealer.finish())
+
+
+def file_sha256(path: Path, first: int = 0, length: int | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(first)
+        left = path.stat().st_size - first if length is None else length
+        while left > 0:
+            chunk = handle.read(min(MIB, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def curl_sha256(curl: str, url: str, timeout: float, byte_range: str | None = None
+                ) -> tuple[int, str]:
+    """(bytes, sha256) of what curl downloads from ``url``; fails on an HTTP error."""
+    command = [curl, "-sSf", "--max-time", str(int(timeout)), "--noproxy", "*", "-o", "-"]
+    command += (["-r", byte_range] if byte_range else []) + [url]
+    digest = hashlib.sha256()
+    count = 0
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        while chunk := process.stdout.read(MIB):
+            digest.update(chunk)
+            count += len(chunk)
+        err = process.stderr.read().decode(errors="replace").strip()
+    if process.returncode != 0:
+        raise BenchError(f"curl GET {url.split('?')[0]}"
+                         + (f" -r {byte_range}" if byte_range else "")
+                         + f" failed ({process.returncode}): {err}")
+    return count, digest.hexdigest()
+
+
+def curl_head(curl: str, url: str, timeout: float) -> dict[str, str]:
+    """The response headers (lowercase names) of a HEAD; fails on an HTTP error."""
+    result = subprocess.run(
+        [curl, "-sSf", "--max-time", str(int(timeout)), "--noproxy", "*", "-I", url],
+        capture_output=True, text=True, timeout=timeout + 30)
+    if result.returncode != 0:
+        raise BenchError(f"curl HEAD {url.split('?')[0]} failed ({result.returncode}): "
+                         f"{result.stderr.strip()}")
+    headers = {}
+    for line in result.stdout.splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def check_encrypted_reads(
+    curl: str, presign: Callable[..., str], data: Path, size: int, timeout: float
+) -> None:
+    """The sealed object through the relay: HEAD gives the plaintext size and
+    no relay metadata, a GET and a ranged GET give the plaintext."""
+    from s3relay.crypt.keys import META_PREFIX
+    from s3relay.crypt.layout import SEGMENT
+
+    head = curl_head(curl, presign("HEAD", SEALED_KEY, ENC_BUCKET), timeout)
+    if head.get("content-length") != str(size):
+        raise BenchError(f"HEAD {ENC_BUCKET}/{SEALED_KEY} through the relay: Content-Length "
+                         f"{head.get('content-length')}, expected the plaintext size {size}")
+    leaked = [name for name in head if name.startswith(META_PREFIX)]
+    if leaked:
+        raise BenchError(f"HEAD {ENC_BUCKET}/{SEALED_KEY} through the relay shows {leaked}")
+    url = presign("GET", SEALED_KEY, ENC_BUCKET)
+    count, digest = curl_sha256(curl, url, timeout)
+    if (count, digest) != (size, file_sha256(data)):
+        raise BenchError(f"GET {ENC_BUCKET}/{SEALED_KEY} through the relay: {count} bytes, "
+                         f"sha256 {digest[:16]}..., not the plaintext's {size} bytes")
+    # A range that starts and ends inside segments.
+    first = min(size - 1, 3 * SEGMENT + 12345)
+    last = min(size - 1, first + 2 * MIB + 777)
+    count, digest = curl_sha256(curl, url, timeout, f"{first}-{last}")
+    want = last - first + 1
+    if (count, digest) != (want, file_sha256(data, first, want)):
+        raise BenchError(f"GET {ENC_BUCKET}/{SEALED_KEY} bytes {first}-{last} through the "
+                         f"relay: {count} bytes, sha256 {digest[:16]}..., not the plaintext's")
+    log(f"encrypted GET through the relay: HEAD says {size} bytes; the object and bytes "
+        f"{first}-{last} have the plaintext's sha256")
+
+
+# --------------------------------------------------------------------------
 # profiling
 
 
@@ -716,6 +908,12 @@ class Results:
     workers_note: str = ""
     peaks: dict[str, float] = field(default_factory=dict)  # MiB
     idle: dict[str, float] = field(default_factory=dict)  # MiB
+    #: encryption at rest: "PUT" / "GET" / "PUT x8" / "GET x8" -> "relay-plain" /
+    #: "relay-enc" -> MiB/s (and CPU seconds per GiB) per counted round
+    enc_rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    enc_cpu_per_gib: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: the relay's peak RSS (MiB) during the transfers to either bucket
+    enc_peaks: dict[str, float] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
@@ -730,8 +928,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
     try:
         root = work / "root"
         (root / BUCKET).mkdir(parents=True, exist_ok=True)
+        # Encryption at rest: the relay's [encryption] section covers ENC_BUCKET.
+        sealing = Sealing.make(work) if not (args.no_encryption or args.skip_large) else None
         upstream, upstream_port = start_nginx(
-            nginx_bin, work / "nginx", "nginx.conf.template", {"ROOT": str(root)}, "nginx")
+            nginx_bin, work / "nginx", "nginx.conf.template",
+            {"ROOT": str(root), "SEALED_LOCATION": sealing.nginx_location() if sealing else ""},
+            "nginx")
         procs.append(upstream)
         log(f"upstream nginx on 127.0.0.1:{upstream_port} (pid {upstream.pid}), root {root}")
         tls = TlsFiles.make(work) if args.tls else None
@@ -743,7 +945,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             "nginx proxy")
         procs.append(proxy)
         log(f"nginx proxy on 127.0.0.1:{proxy_port} (pid {proxy.pid})")
-        relay, relay_port, relay_log = start_relay(work, upstream_port, tls=tls)
+        relay, relay_port, relay_log = start_relay(
+            work, upstream_port, tls=tls, extra=sealing.relay_section() if sealing else "")
         procs.append(relay)
         log(f"relay on 127.0.0.1:{relay_port} (pid {relay.pid}), log {relay_log}")
         relay_n: subprocess.Popen[bytes] | None = None
@@ -789,6 +992,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
             monitors[relay_n_name] = Monitor(f"relay, workers = {args.workers}", relay_n.pid)
         if base is not None:
             monitors["relay-base"] = Monitor("baseline relay", base.pid)
+        if sealing is not None:  # the same relay process, by bucket
+            monitors["relay-plain"] = Monitor(f"relay, {BUCKET}", relay.pid)
+            monitors["relay-enc"] = Monitor(f"relay, {ENC_BUCKET} (enc)", relay.pid)
         for name, (process, _) in floors.items():
             monitors[name] = Monitor(f"floor {name}", process.pid)
         for name, monitor in monitors.items():
@@ -820,6 +1026,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 large_ports["relay-base"] = base_port
             large_rounds(args, results, monitors, large_ports, client, presign, base_presign,
                          data, root, curl, timeout, alive)
+            if sealing is not None:
+                encryption_rounds(args, results, monitors, presign, sealing, data, root, curl,
+                                  timeout, alive)
 
         use_wrk = tools["wrk"] is not None and not args.no_wrk
         if use_wrk:
@@ -889,6 +1098,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 "workers_note": results.workers_note,
                 "idle_rss_mib": results.idle,
                 "peak_rss_mib": results.peaks,
+                "encryption": {
+                    "rates_mib_s": results.enc_rates,
+                    "cpu_s_per_gib": results.enc_cpu_per_gib,
+                    "peak_rss_mib": results.enc_peaks,
+                } if results.enc_rates else None,
                 "phases": {k: [vars(p) for p in m.phases] for k, m in monitors.items()},
             }, indent=2) + "\n")
         return 0
@@ -955,6 +1169,104 @@ def large_rounds(
                     if not filecmp.cmp(data, stored, shallow=False):
                         raise BenchError("PUT relay: stored object differs from the source")
                     log("PUT relay: stored object is byte-identical to the source")
+
+
+def encryption_rounds(
+    args: argparse.Namespace,
+    results: Results,
+    monitors: dict[str, Monitor],
+    presign: Callable[..., str],
+    sealing: Sealing,
+    data: Path,
+    root: Path,
+    curl: str,
+    timeout: float,
+    alive: Callable[[], None],
+) -> None:
+    """The same relay, plain bucket against encrypted bucket, alternating:
+    PUT, GET, 8 parallel PUTs (8 objects of 1/8 of the size) and 8 parallel
+    ranged GETs (1/8 of the object each, as in ``large_rounds``)."""
+    from s3relay.crypt.layout import NONCE, stored_size
+
+    size = args.size_mib * MIB
+    part_size = size // STREAMS  # whole MiB: a multiple of 8
+    sealed = root / ENC_BUCKET / SEALED_KEY
+    t0 = time.monotonic()
+    sealing.seal(data, sealed)
+    log(f"sealed {args.size_mib} MiB into {sealed} ({sealed.stat().st_size} bytes, "
+        f"{time.monotonic() - t0:.1f}s); key id {sealing.metadata['x-amz-meta-s3relay-key-id']}")
+    if sealed.stat().st_size != stored_size(size):
+        raise BenchError(f"sealed object has {sealed.stat().st_size} bytes, "
+                         f"not stored_size({size}) = {stored_size(size)}")
+    part = data.with_name(f"data-{args.size_mib}m-part{STREAMS}.bin")
+    if not (part.exists() and part.stat().st_size == part_size):
+        with data.open("rb") as source, part.open("wb") as out:
+            left = part_size
+            while left:
+                left -= out.write(source.read(min(MIB, left)))
+    check_encrypted_reads(curl, presign, data, size, timeout)
+    alive()
+
+    buckets = {"relay-plain": BUCKET, "relay-enc": ENC_BUCKET}
+    part_keys = [PART_KEY.format(i) for i in range(STREAMS)]
+    put_urls = {path: presign("PUT", BIG_KEY, bucket) for path, bucket in buckets.items()}
+    part_urls = {path: [presign("PUT", key, bucket) for key in part_keys]
+                 for path, bucket in buckets.items()}
+    get_urls = {"relay-plain": presign("GET", BIG_KEY, BUCKET),
+                "relay-enc": presign("GET", SEALED_KEY, ENC_BUCKET)}
+    kinds = (("PUT", "PUT", 1), ("GET", "GET", 1),
+             (f"PUT x{STREAMS}", "PUT", STREAMS), (f"GET x{STREAMS}", "GET", STREAMS))
+    for kind, _, _ in kinds:
+        results.enc_rates[kind] = {path: [] for path in buckets}
+        results.enc_cpu_per_gib[kind] = {path: [] for path in buckets}
+    for round_ in range(args.repeat + 1):
+        counted = round_ > 0
+        for kind, method, streams in kinds:
+            for path, bucket in buckets.items():
+                encrypted = path == "relay-enc"
+                stored: list[tuple[Path, int]] = []  # what the PUT must leave upstream
+                transfer: Callable[[], float]
+                if method == "PUT" and streams == 1:
+                    stored = [(root / bucket / BIG_KEY, size)]
+                    transfer = partial(curl_transfer, curl, "PUT", put_urls[path], data, size,
+                                       timeout)
+                elif method == "PUT":
+                    stored = [(root / bucket / key, part_size) for key in part_keys]
+                    transfer = partial(curl_put_streams, curl, part_urls[path], part, timeout)
+                else:
+                    transfer = partial(curl_transfer, curl, "GET", get_urls[path], data, size,
+                                       timeout, streams)
+                for object_path, _ in stored:
+                    object_path.unlink(missing_ok=True)  # each PUT stores anew
+                seconds, cpu = monitors[path].phase(f"{args.size_mib} MiB {kind}", transfer)
+                rate = args.size_mib / seconds
+                per_gib = cpu / (size / GIB)
+                if counted:
+                    results.enc_rates[kind][path].append(rate)
+                    results.enc_cpu_per_gib[kind][path].append(per_gib)
+                note = "" if counted else "  (warm-up, not counted)"
+                log(f"{kind:7s} {path:11s} {args.size_mib} MiB in {seconds:6.2f}s = "
+                    f"{rate:8.1f} MiB/s, CPU {per_gib:5.2f} s/GiB{note}")
+                alive()
+                for object_path, plain_size in stored:
+                    want = stored_size(plain_size) if encrypted else plain_size
+                    have = object_path.stat().st_size if object_path.exists() else -1
+                    if have != want:
+                        raise BenchError(f"{kind} {path}: {object_path.name} stored with {have} "
+                                         f"bytes, expected {want}")
+                if encrypted and stored and not counted:
+                    # Not the plaintext: nginx dropped the metadata, so this is all we can check.
+                    with stored[0][0].open("rb") as handle, data.open("rb") as source:
+                        handle.seek(NONCE)
+                        if handle.read(4096) == source.read(4096):
+                            raise BenchError(f"{kind} {path}: the stored object holds plaintext")
+                    log(f"{kind} {path}: stored sizes are stored_size(plaintext), "
+                        "and the bytes are not the plaintext")
+                if encrypted or streams > 1:  # the plain big.bin stays for the GETs
+                    for object_path, _ in stored:
+                        object_path.unlink(missing_ok=True)
+    for path in buckets:
+        results.enc_peaks[path] = max(p.peak_rss_kib for p in monitors[path].phases) / 1024
 
 
 def run_profile(
@@ -1064,6 +1376,9 @@ def report(
     print("-" * len(header))
     print("\n".join(rows))
 
+    if results.enc_rates:
+        report_encryption(args, results, size)
+
     relay_n_name = f"relay-{args.workers}w"
     if args.workers > 1:
         print()
@@ -1146,6 +1461,44 @@ def report(
                 print(f"    {100 * count / samples:5.1f}%  {name}")
 
 
+def report_encryption(args: argparse.Namespace, results: Results, size: str) -> None:
+    """Encrypted against plain, the same relay process, against the encryption issue's targets."""
+    header = (f"{'metric':<22} {'unit':<9} {'plain':>11} {'encrypted':>11} {'enc/plain':>11}  "
+              f"{'target':<18} met?")
+    rows: list[str] = []
+
+    def row(metric: str, unit: str, plain: float, enc: float, target: str = "",
+            met: bool | None = None, places: int = 1) -> None:
+        ratio = enc / plain if plain else float("nan")
+        mark = "-" if met is None else ("yes" if met else "NO")
+        rows.append(f"{metric:<22} {unit:<9} {fmt(plain, 11, places)} {fmt(enc, 11, places)} "
+                    f"{fmt(ratio, 11, 3)}  {target:<18} {mark}")
+
+    for kind, by_path in results.enc_rates.items():
+        plain, enc = median(by_path["relay-plain"]), median(by_path["relay-enc"])
+        row(f"{size} {kind}", "MiB/s", plain, enc, f"ratio >= {ENC_TARGET}",
+            enc / plain >= ENC_TARGET)
+    for kind, by_path in results.enc_cpu_per_gib.items():
+        row(f"CPU/GiB {kind}", "s", median(by_path["relay-plain"]),
+            median(by_path["relay-enc"]), places=2)
+    plain_peak, enc_peak = results.enc_peaks["relay-plain"], results.enc_peaks["relay-enc"]
+    row("peak RSS (relay)", "MiB", plain_peak, enc_peak, f"relay < {RSS_TARGET_MIB} MiB",
+        max(plain_peak, enc_peak) < RSS_TARGET_MIB)
+    print()
+    print(f"encryption at rest, the same relay process: bucket {BUCKET} (plain) against "
+          f"{ENC_BUCKET} ([encryption]: AES-256-GCM, 64 KiB segments); median of {args.repeat} "
+          f"rounds (after a warm-up round); x{STREAMS}: {STREAMS} transfers of 1/{STREAMS} "
+          f"at once (PUTs: {STREAMS} objects; GETs: ranges of one object)")
+    print(header)
+    print("-" * len(header))
+    print("\n".join(rows))
+    if args.repeat > 1:
+        print("all samples (MiB/s, plain; encrypted):")
+        for kind, by_path in results.enc_rates.items():
+            print(f"  {kind:7s} " + "; ".join(", ".join(f"{r:.0f}" for r in by_path[p])
+                                              for p in ("relay-plain", "relay-enc")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Measure s3relay and nginx proxy_pass against the same nginx upstream.",
@@ -1170,6 +1523,8 @@ def main(argv: list[str] | None = None) -> int:
                              "P-256 certificate; the upstream stays plain HTTP)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the twisted.web floor servers (bench/floor.py)")
+    parser.add_argument("--no-encryption", action="store_true",
+                        help="skip encryption at rest (no [encryption] section in the relay)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python loop, not wrk")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the byte comparison of the object PUT through the relay")
