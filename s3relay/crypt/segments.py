@@ -37,6 +37,44 @@ def _context(part: int, index: int, last: bool) -> bytes:
     return _CONTEXT.pack(_FORMAT, part, index, last)
 
 
+class _Held:
+    """Bytes held as they came, taken in fixed sizes with as few copies as
+    can be: a copy per step costs as much as the cipher itself."""
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self._pieces.append(data)
+            self.size += len(data)
+
+    def take(self, size: int) -> bytes:
+        """The first ``size`` bytes held (all of them when fewer)."""
+        pieces = self._pieces
+        first = pieces[0] if pieces else b""
+        if len(first) == size or len(pieces) <= 1 and len(first) < size:
+            taken = first
+            del pieces[:1]
+        else:
+            joined = b"".join(pieces)
+            taken, rest = joined[:size], joined[size:]
+            pieces[:] = [rest] if rest else []
+        self.size -= len(taken)
+        return taken
+
+
+def _takes_views(aead: AESGCM) -> bool:
+    """Whether this ``cryptography`` reads memoryviews (42 and later; bookworm's
+    38 wants bytes, which costs a copy per segment)."""
+    try:
+        aead.encrypt(bytes(NONCE), memoryview(b""), None)
+    except TypeError:
+        return False
+    return True
+
+
 class DecryptionFailed(Exception):
     """A stored segment did not authenticate: the object was altered or is not ours."""
 
@@ -53,32 +91,27 @@ class Sealer:
         self._aead = AESGCM(data_key)
         self._part = part
         self._nonces = nonces
-        self._buffer = bytearray()
+        #: Plaintext not sealed yet.
+        self._held = _Held()
         self._index = 0
 
     def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        if len(self._buffer) <= SEGMENT:
-            return b""
-        out = []
+        held = self._held
+        held.add(data)
+        out: list[bytes] = []
         # The segment that ends the body may be full: keep one back until more arrives.
-        while len(self._buffer) > SEGMENT:
-            out.append(self._seal(bytes(self._buffer[:SEGMENT]), last=False))
-            del self._buffer[:SEGMENT]
+        while held.size > SEGMENT:
+            out += self._seal(held.take(SEGMENT), last=False)
         return b"".join(out)
 
     def finish(self) -> bytes:
-        sealed = self._seal(bytes(self._buffer), last=True)
-        self._buffer = bytearray()
-        return sealed
+        return b"".join(self._seal(self._held.take(SEGMENT), last=True))
 
-    def _seal(self, plaintext: bytes, last: bool) -> bytes:
+    def _seal(self, plaintext: bytes, last: bool) -> tuple[bytes, bytes]:
         nonce = self._nonces(NONCE)
-        sealed = nonce + self._aead.encrypt(
-            nonce, plaintext, _context(self._part, self._index, last)
-        )
+        sealed = self._aead.encrypt(nonce, plaintext, _context(self._part, self._index, last))
         self._index += 1
-        return sealed
+        return nonce, sealed
 
 
 class Opener:
@@ -107,20 +140,21 @@ class Opener:
         self._per_part = per_part
         self._skip = skip
         self._left = length
-        self._buffer = bytearray()
+        #: Stored bytes not opened yet.
+        self._held = _Held()
+        self._views = _takes_views(self._aead)
 
     def feed(self, data: bytes) -> bytes:
-        self._buffer += data
+        held = self._held
+        held.add(data)
         out = []
-        while len(self._buffer) >= STORED_SEGMENT:
-            out.append(self._open(bytes(self._buffer[:STORED_SEGMENT])))
-            del self._buffer[:STORED_SEGMENT]
+        while held.size >= STORED_SEGMENT:
+            out.append(self._open(held.take(STORED_SEGMENT)))
         return b"".join(out)
 
     def finish(self) -> bytes:
         """The rest; raises ``DecryptionFailed`` unless every segment came, whole."""
-        out = self._open(bytes(self._buffer)) if self._buffer else b""
-        self._buffer = bytearray()
+        out = self._open(self._held.take(STORED_SEGMENT)) if self._held.size else b""
         if self._index != self._end or self._left:
             raise DecryptionFailed(f"stored object ends {self._end - self._index} segments early")
         return out
@@ -141,9 +175,8 @@ class Opener:
             raise DecryptionFailed(f"segment {index} is {len(stored)} bytes, too short")
         part, within, last = self._place(index)
         try:
-            plaintext = self._aead.decrypt(
-                stored[:NONCE], stored[NONCE:], _context(part, within, last)
-            )
+            sealed = memoryview(stored)[NONCE:] if self._views else stored[NONCE:]
+            plaintext = self._aead.decrypt(stored[:NONCE], sealed, _context(part, within, last))
         except InvalidTag:
             raise DecryptionFailed(f"segment {index} does not authenticate") from None
         if index < self._total - 1 and len(plaintext) != SEGMENT:
@@ -151,6 +184,7 @@ class Opener:
         self._index += 1
         if self._skip:
             plaintext, self._skip = plaintext[self._skip:], max(0, self._skip - len(plaintext))
-        plaintext = plaintext[: self._left]
+        if len(plaintext) > self._left:
+            plaintext = plaintext[: self._left]
         self._left -= len(plaintext)
         return plaintext
