@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -42,6 +43,7 @@ FORMATS = (FORMAT, FORMAT_MULTIPART)
 TOKEN_MARK = "~s3r1~"
 
 _WRAP_NONCE = 12
+_URLSAFE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class UnusableKey(Exception):
@@ -110,7 +112,9 @@ class KeyRing:
         if not mark or not upstream_id:
             raise UnusableKey("the upload id carries no data key: not started through the relay")
         try:
-            raw = base64.b64decode(wrapped + "=" * (-len(wrapped) % 4), b"-_", validate=True)
+            if not _URLSAFE.fullmatch(wrapped):
+                raise ValueError("not base64url")
+            raw = base64.urlsafe_b64decode(wrapped + "=" * (-len(wrapped) % 4))
         except (binascii.Error, ValueError):
             raise UnusableKey("the upload id's data key is not base64") from None
         binding = _upload_binding(key_id, bucket, key, upstream_id)

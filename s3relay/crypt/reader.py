@@ -239,22 +239,31 @@ class ObjectRead:
     def rewrite_headers(self, request: Any) -> None:
         """Make the client's response head (its headers copied from the
         upstream's) describe the plaintext."""
+        headers = request.responseHeaders
         if self._answer is None:
+            if request.code == 304:  # the object is unchanged: its ETag as clients know it
+                show_etag(headers)
             return
         code, length, content_range = self._answer
-        headers = request.responseHeaders
-        for name, _ in list(headers.getAllRawHeaders()):
-            lower = name.lower()
-            stored_only = lower.startswith((META_PREFIX.encode(), b"x-amz-checksum-"))
-            if stored_only or lower in _STORED_ONLY:
-                headers.removeHeader(name)
         request.setResponseCode(code)
+        plaintext_head(headers)
         headers.setRawHeaders(b"content-length", [b"%d" % length])
-        show_etag(headers)
         if content_range is None:
             headers.removeHeader(b"content-range")
         else:
             headers.setRawHeaders(b"content-range", [content_range.encode()])
+
+
+def plaintext_head(headers: Headers) -> None:
+    """Response headers about an encrypted object's stored bytes, made to
+    describe its plaintext: the ETag shown (``etags``), no stored checksums,
+    ``Content-MD5`` or relay metadata."""
+    for name, _ in list(headers.getAllRawHeaders()):
+        lower = name.lower()
+        stored_only = lower.startswith((META_PREFIX.encode(), b"x-amz-checksum-"))
+        if stored_only or lower in _STORED_ONLY:
+            headers.removeHeader(name)
+    show_etag(headers)
 
 
 def show_etag(headers: Headers) -> None:

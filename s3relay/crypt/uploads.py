@@ -48,13 +48,16 @@ def with_client_upload_id(body: bytes, client_id: Callable[[str], str]) -> bytes
 def plaintext_parts(body: bytes) -> bytes:
     """A ListParts answer with each part's plaintext size and shown ETag."""
 
-    def size(found: re.Match[bytes]) -> bytes:
-        plain = plaintext_size(int(found.group(1)))
-        return found.group(0) if plain is None else b"<Size>%d</Size>" % plain
+    def part(match: re.Match[bytes]) -> bytes:
+        inner = match.group(1)
+        found = _SIZE.search(inner)
+        plain = plaintext_size(int(found.group(1))) if found else None
+        if found is None or plain is None:
+            return match.group(0)  # not a part the relay sealed
+        inner = b"%s<Size>%d</Size>%s" % (inner[:found.start()], plain, inner[found.end():])
+        return b"<Part>%s</Part>" % shown_etags(inner)
 
-    return _PART.sub(
-        lambda m: b"<Part>%s</Part>" % shown_etags(_SIZE.sub(size, m.group(1), count=1)), body
-    )
+    return _PART.sub(part, body)
 
 
 def bad_shape(reason: str) -> S3Error:

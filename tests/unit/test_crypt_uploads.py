@@ -91,8 +91,6 @@ def test_plaintext_parts_leaves_a_size_no_sealed_part_has(size: int) -> None:
     assert f"<Size>{size}</Size>".encode() in plaintext_parts(list_parts(part(1, size)))
 
 
-@pytest.mark.xfail(strict=True, reason="ListParts shows -0 on the ETag of a part the relay "
-                   "did not seal; listings leave such an entry's ETag as it is (bbe9b97)")
 def test_plaintext_parts_leaves_an_unsealed_parts_etag() -> None:
     body = list_parts(part(1, 10))
     assert plaintext_parts(body) == body
