@@ -30,19 +30,20 @@ from s3relay.access.policy import ALLOW_ALL, ClientPolicy, PolicyError, parse_po
 from s3relay.credentials.spec import (
     CredentialSet as CredentialSet,
 )
-from s3relay.crypt.settings import EncryptionConfig, parse_encryption
 from s3relay.credentials.spec import (
     CredentialSpec,
     StaticSpec,
     check_references,
     parse_credentials,
 )
+from s3relay.crypt.settings import EncryptionConfig, parse_encryption
 from s3relay.http.limits import DEFAULT_LIMITS, Limits, parse_limits
 from s3relay.ini import ConfigError as ConfigError
 from s3relay.ini import Section
 from s3relay.ini import names as _names
 from s3relay.listen.tls import Subject, TlsSettings, parse_binding, parse_tls
 from s3relay.ops.keylog import KeyLogging, parse_key_logging
+from s3relay.upstream.routes import DEFAULT, Route, Routes, parse_routes
 from s3relay.upstream.settings import UpstreamConfig as UpstreamConfig
 from s3relay.upstream.settings import parse_upstream
 from s3relay.upstream.transforms import NO_TRANSFORMS, Transforms, parse_transforms
@@ -93,6 +94,8 @@ class ClientKey:
     certificate_subject: Subject | None = None
     #: Its own allowed_networks and rate limits (``admission``).
     admission: ClientAdmission = OPEN_CLIENT
+    #: Credential sets for named upstreams, by upstream name (``credentials = SET, west:SET``).
+    upstream_credentials: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,25 @@ class Config:
     preflight: ClientKey | None = None
     #: The prefixes stored encrypted, and the keys (``crypt``); None: none.
     encryption: EncryptionConfig | None = None
+    #: Every upstream and the buckets it serves (``upstream.routes``).
+    routes: Routes | None = None
 
     def client(self, access_key_id: str) -> ClientKey | None:
         return self.clients_by_key.get(access_key_id)
+
+    def route(self, bucket: str | None) -> Route:
+        """The upstream that serves ``bucket``."""
+        if self.routes is None:
+            return Route(DEFAULT, self.upstream, transforms=self.transforms)
+        return self.routes.route(bucket)
+
+    def credential_set(self, client: ClientKey, route: Route) -> str:
+        """The set that signs ``client``'s requests to ``route``: the client's
+        own for that upstream, else the upstream's ``credentials``, else the
+        client's ``credentials``."""
+        return (
+            client.upstream_credentials.get(route.name) or route.credentials or client.credentials
+        )
 
 
 def _policy(section: Section, multipart: bool = True) -> ClientPolicy:
@@ -180,14 +199,13 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
     labels: dict[tuple[str, str], str] = {}
     for name in sections:
         kind = name.split(":", 1)[0]
-        if name not in ("server", "upstream", "metrics", "anonymous", "encryption") and kind not in (
-            "credentials",
-            "client",
-        ):
+        single = ("server", "upstream", "metrics", "anonymous", "encryption")
+        if name not in single and kind not in ("credentials", "client", "upstream"):
             raise ConfigError(name, None, "unknown section")
-        if kind in ("credentials", "client") and not name.partition(":")[2].strip():
+        named_kind = kind in ("credentials", "client", "upstream") and name != "upstream"
+        if named_kind and not name.partition(":")[2].strip():
             raise ConfigError(name, None, f"needs a name: [{kind}:NAME]")
-        if kind in ("credentials", "client"):
+        if named_kind:
             named = (kind, name.partition(":")[2].strip())
             if named in labels:
                 raise ConfigError(name, None, f"same name as [{labels[named]}]")
@@ -207,11 +225,13 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         if kind == "credentials":
             specs[label] = parse_credentials(section, label)
         elif kind == "client":
+            default_set, per_upstream = _client_credentials(section)
             clients[label] = ClientKey(
                 name=label,
                 access_key_id=section.get("access_key_id"),
                 secret_access_key=section.secret("secret_access_key"),
-                credentials=section.get("credentials"),
+                credentials=default_set,
+                upstream_credentials=per_upstream,
                 policy=_policy(section, server.admission.multipart),
                 certificate_subject=parse_binding(section, server.tls),
                 admission=parse_client_admission(section),
@@ -259,6 +279,18 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
 
     encryption = parse_encryption(sections["encryption"]) if "encryption" in sections else None
 
+    client_sections = {
+        n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("client:")
+    }
+    routes = parse_routes(
+        upstream,
+        {n.partition(":")[2].strip(): s for n, s in sections.items() if n.startswith("upstream:")},
+        parse_upstream,
+        lambda section: parse_transforms(section, client_sections),
+        transforms,
+    )
+    _check_route_credentials(routes, clients, specs)
+
     for section in sections.values():
         section.check_unknown()
     return Config(
@@ -273,7 +305,47 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         transforms=transforms,
         preflight=preflight,
         encryption=encryption,
+        routes=routes,
     )
+
+
+def _client_credentials(section: Section) -> tuple[str, Mapping[str, str]]:
+    """``credentials = SET`` or ``SET, UPSTREAM:SET, ...``: the default set and
+    the sets for named upstreams."""
+    default, per_upstream = None, {}
+    for entry in section.get("credentials").split(","):
+        upstream, colon, name = (p.strip() for p in entry.partition(":"))
+        if not colon:
+            if default is not None or not upstream:
+                raise ConfigError(section.name, "credentials", "give one default set first, "
+                                  "then UPSTREAM:SET for named upstreams")
+            default = upstream
+        elif not upstream or not name or upstream in per_upstream:
+            raise ConfigError(section.name, "credentials", f"{entry.strip()[:64]!r} is not "
+                              "UPSTREAM:SET (once per upstream)")
+        else:
+            per_upstream[upstream] = name
+    if default is None:
+        raise ConfigError(section.name, "credentials", "names no default set")
+    return default, MappingProxyType(per_upstream)
+
+
+def _check_route_credentials(
+    routes: Routes, clients: Mapping[str, ClientKey], specs: Mapping[str, CredentialSpec]
+) -> None:
+    """Every (client, upstream) pair has a set that exists, found at start."""
+    for route in routes.named.values():
+        if route.credentials is not None and route.credentials not in specs:
+            raise ConfigError(f"upstream:{route.name}", "credentials",
+                              f"no [credentials:{route.credentials}] section")
+    for client in clients.values():
+        for upstream, name in client.upstream_credentials.items():
+            if upstream not in routes.named:
+                raise ConfigError(f"client:{client.name}", "credentials",
+                                  f"no [upstream:{upstream}] section")
+            if name != SELF and name not in specs:
+                raise ConfigError(f"client:{client.name}", "credentials",
+                                  f"no [credentials:{name}] section")
 
 
 def load_config(path: str) -> Config:

@@ -63,3 +63,5 @@ class Decision:
     lookup: Lookup | None = None
     #: The answer's ETag is shown as an encrypted object's (``crypt.etags``).
     shows_etag: bool = False
+    #: The upstream the request goes to (``upstream.routes``).
+    route: str = "default"

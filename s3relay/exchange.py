@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 
 from s3relay.body.producer import StreamingBody
-from s3relay.crypt.reader import DecryptingRelay, show_etag
+from s3relay.crypt.reader import DecryptingRelay, plaintext_head
 from s3relay.crypt.segments import DecryptionFailed
 from s3relay.decision import Decision
 from s3relay.http.headers import HOP_BY_HOP, connection_named
@@ -91,6 +91,8 @@ class Exchange:
         self._record = outcome.record
         self._monitor = monitor
         outcome.on_end(decision.release)
+        self._route = decision.route
+        self._health = monitor.health_of(decision.route)
         self._upstream_started = monitor.clock.seconds()
         self._body: StreamingBody | None = None
         self._pending: Deferred[IResponse] | None = None
@@ -190,7 +192,7 @@ class Exchange:
             error = failure.value
         else:
             error = upstream_error(failure)
-            self._monitor.metrics.upstream_error(failure_kind(failure))
+            self._monitor.metrics.upstream_error(failure_kind(failure), self._route)
         self._outcome.refuse(error)
 
     def _await_first_byte(self) -> None:
@@ -217,8 +219,8 @@ class Exchange:
         self._stop_first_byte()
         self.request.upstreamAnswered()
         now = self._monitor.clock.seconds()
-        self._monitor.metrics.upstream_response(now - self._upstream_started)
-        self._monitor.health.success(now)
+        self._monitor.metrics.upstream_response(now - self._upstream_started, self._route)
+        self._health.success(now)
         self._record.upstream_status = response.code
         if self._decision.upload_check is not None:
             self._decision.upload_check.ended(self._decision.operation.name, response.code)
@@ -249,8 +251,8 @@ class Exchange:
         request.responseHeaders.setRawHeaders(b"x-s3relay-request-id", [self._record.request_id.encode()])
         if reader is not None:
             reader.rewrite_headers(request)
-        if self._decision.shows_etag:
-            show_etag(request.responseHeaders)
+        if self._decision.shows_etag:  # an encrypted object's or part's PUT
+            plaintext_head(request.responseHeaders)
         relay: ResponseRelay
         rewrite = self._decision.rewrite
         if opener is not None:
@@ -291,7 +293,7 @@ class Exchange:
             error=failure.getErrorMessage(),
             request_id=self._record.request_id,
         )
-        self._monitor.metrics.upstream_error("body")
+        self._monitor.metrics.upstream_error("body", self._route)
         if not self._client_gone:
             # A truncated body must never look complete.
             self._record.reason = "upstream connection lost mid-response; client connection aborted"
@@ -307,8 +309,8 @@ class Exchange:
         if self._retry_upstream(failure):
             return
         error = upstream_error(failure)
-        self._monitor.metrics.upstream_error(failure_kind(failure))
-        self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
+        self._monitor.metrics.upstream_error(failure_kind(failure), self._route)
+        self._health.failure(self._monitor.clock.seconds(), error.reason)
         self._outcome.refuse(error)
 
     def _retry_upstream(self, failure: Failure) -> bool:
@@ -325,7 +327,7 @@ class Exchange:
             error=failure.getErrorMessage(),
             request_id=self._record.request_id,
         )
-        self._monitor.metrics.upstream_error("retried")
+        self._monitor.metrics.upstream_error("retried", self._route)
         self._retried = True
         self._request_upstream(upstream, self._body)
         return True
@@ -336,8 +338,8 @@ class Exchange:
         self._given_up = True
         self._stop_first_byte()
         if error.kind is Kind.UPSTREAM:  # the upstream stalled (errors.upstream_timeout)
-            self._monitor.metrics.upstream_error("timeout")
-            self._monitor.health.failure(self._monitor.clock.seconds(), error.reason)
+            self._monitor.metrics.upstream_error("timeout", self._route)
+            self._health.failure(self._monitor.clock.seconds(), error.reason)
         self._cancel_upstream()
         if self._relay is not None:
             # Upstream headers are in, the client has none: cut, never mix.

@@ -12,7 +12,7 @@ refused half-way is logged with everything known by then.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -36,10 +36,29 @@ class Monitor:
     """Where requests report what happened to them."""
 
     metrics: RelayMetrics
+    #: The default upstream's health (``[upstream]``).
     health: UpstreamHealth
     clock: IReactorTime
     #: Shared with the upstream Agent (``make_agent``).
     buffers: BufferBudget = field(default_factory=BufferBudget)
+    #: The health of each named upstream (``[upstream:NAME]``), made at first use.
+    named_health: dict[str, UpstreamHealth] = field(default_factory=dict)
+
+    def health_of(self, upstream: str) -> UpstreamHealth:
+        if upstream == "default":
+            return self.health
+        if upstream not in self.named_health:
+            self.named_health[upstream] = UpstreamHealth(self.clock.seconds)
+        return self.named_health[upstream]
+
+    def upstreams_check(self, names: Callable[[], Sequence[str]]) -> tuple[bool, str]:
+        """Readiness of every upstream in ``names()`` (the default first): each
+        named one that fails is named in the detail."""
+        checked = [(name, self.health_of(name).check()) for name in names()]
+        if len(checked) == 1:
+            return checked[0][1]
+        ok = all(good for _, (good, _) in checked)
+        return ok, "; ".join(f"{name}: {detail}" for name, (_, detail) in checked)
 
 
 @dataclass

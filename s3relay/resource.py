@@ -15,7 +15,7 @@ import datetime
 import secrets
 from collections import Counter
 from functools import partial
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
@@ -27,7 +27,7 @@ from s3relay.access.client_cert import check_binding
 from s3relay.access.policy import authorize
 from s3relay.body import multidelete
 from s3relay.body.digests import PayloadChecker
-from s3relay.body.plan import BodyPlan, PlainBody, plan_body
+from s3relay.body.plan import BodyPlan, PlainBody, plan_body, relay_body
 from s3relay.config import ClientKey, Config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.credentials.spec import CredentialSet
@@ -47,12 +47,15 @@ from s3relay.outcome import AccessRecord, Monitor, Outcome
 from s3relay.s3 import sigv4
 from s3relay.s3.addressing import Target, parse_target
 from s3relay.s3.errors import S3Error
-from s3relay.s3.listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets
+from s3relay.s3.listbuckets import MAX_LIST_BUCKETS_BYTES, filter_buckets, merge_buckets
 from s3relay.s3.operations import Operation, classify
 from s3relay.s3.signing import EMPTY_SHA256
 from s3relay.s3.uploads import UPLOAD_ID_OPERATIONS, Binding, UploadBindings
+from s3relay.upstream.bucketlists import BucketLists
 from s3relay.upstream.forward import UpstreamRequest, build_upstream_request
 from s3relay.upstream.response import Rewrite
+from s3relay.upstream.routes import DEFAULT, location_constraint
+from s3relay.upstream.settings import UpstreamConfig
 from s3relay.upstream.uploads import UploadCheck
 
 #: Largest listing the relay rewrites for plaintext sizes (1000 long keys fit).
@@ -81,7 +84,7 @@ class RelayResource(Resource):
     def __init__(
         self,
         config: Config,
-        agent: IAgent,
+        agent: IAgent | Mapping[str, IAgent],
         monitor: Monitor,
         credentials: CredentialProviders,
     ) -> None:
@@ -90,7 +93,8 @@ class RelayResource(Resource):
         #: to upstream credentials (a 503 while a set has none valid).
         self._credentials = credentials
         self._config = config
-        self._agent = agent
+        #: The Agent of each upstream by name, or one for all (``upstream.pools``).
+        self._agents = agent
         self._monitor = monitor
         self._clock = monitor.clock
         self._keys = sigv4.SigningKeyCache()
@@ -101,9 +105,15 @@ class RelayResource(Resource):
         #: Upload ids the upstream confirmed for their keys (``s3.uploads``).
         self._uploads = UploadBindings()
 
-    def reconfigure(self, config: Config, agent: IAgent) -> None:
+    def reconfigure(self, config: Config, agent: IAgent | Mapping[str, IAgent]) -> None:
         """Serve new requests with ``config`` and ``agent`` (SIGHUP reload)."""
-        self._config, self._agent = config, agent
+        self._config, self._agents = config, agent
+
+    def _agent(self, route: str) -> IAgent:
+        agents = self._agents
+        if isinstance(agents, Mapping):
+            return agents.get(route) or agents[DEFAULT]
+        return agents
 
     def _now(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
@@ -126,7 +136,7 @@ class RelayResource(Resource):
         except S3Error as e:
             outcome.refuse(e)
             return NOT_DONE_YET
-        Exchange(request, self._agent, decision, outcome, self._monitor).start()
+        Exchange(request, self._agent(decision.route), decision, outcome, self._monitor).start()
         return NOT_DONE_YET
 
     def _decide(
@@ -185,6 +195,17 @@ class RelayResource(Resource):
         query_names = {name for name, _ in pairs}
         operation = classify(method, target, query_names, headers)
         record.operation = operation.name
+        route = config.route(target.bucket)
+        if operation.copy_source is not None:
+            source_route = config.route(operation.copy_source[0])
+            if source_route.name != route.name:
+                raise S3Error(
+                    "InvalidRequest",
+                    "The copy source is on another storage service than the destination; "
+                    "copy it with a download and an upload.",
+                    400,
+                    f"copy from upstream {source_route.name!r} to upstream {route.name!r}",
+                )
         # A repeated parameter is left out: the policy must not check one value
         # while the upstream uses another (a prefix-restricted listing without
         # its one prefix is refused).
@@ -229,8 +250,20 @@ class RelayResource(Resource):
                 partial(filter_buckets, allowed=client.policy.bucket_allowed),
                 MAX_LIST_BUCKETS_BYTES,
             )
-        credentials = self._credentials.for_client(config, client)
-        added = config.transforms.headers_for(operation.name, client.name, target.bucket)
+        bucket_lists = None
+        if operation.name == "ListBuckets" and config.routes is not None and config.routes.named:
+            bucket_lists, rewrite = self._bucket_lists(config, client, pairs, query_names)
+        if (
+            operation.name == "CreateBucket" and request.bodyLength == 0
+            and route.upstream.region != "us-east-1"
+        ):
+            # Where the name routes, in that upstream's region (S3 refuses a
+            # CreateBucket without LocationConstraint outside us-east-1).
+            plan, body_filter = relay_body(location_constraint(route.upstream.region))
+        credentials = self._credentials.for_client(config, client, route)
+        added = (route.transforms or config.transforms).headers_for(
+            operation.name, client.name, target.bucket
+        )
         presigned = b"X-Amz-Signature" in query_names
         removed: Sequence[str] = ()
         upstream_pairs: Sequence[tuple[bytes, bytes]] = pairs
@@ -252,7 +285,7 @@ class RelayResource(Resource):
         ) -> UpstreamRequest:
             return build_upstream_request(
                 method, target, raw_query, presigned, headers, plan, credentials,
-                config.upstream, now, self._keys, {**added, **(extra or {})},
+                route.upstream, now, self._keys, {**added, **(extra or {})},
                 decoded_query=pairs, removed=removed,
             )
 
@@ -275,10 +308,12 @@ class RelayResource(Resource):
             upstream_request = sign(plan, now)
         if treatment is Treatment.COMPLETE:
             lookup = self._parts_check(query, plan, sign)
+        if bucket_lists is not None:
+            lookup = bucket_lists
         upload_check = None
-        if operation.name in UPLOAD_ID_OPERATIONS and not config.upstream.binds_upload_ids:
+        if operation.name in UPLOAD_ID_OPERATIONS and not route.upstream.binds_upload_ids:
             assert target.bucket is not None  # an object operation
-            upload_check = self._upload_check(target, counts, query, credentials, config)
+            upload_check = self._upload_check(target, counts, query, credentials, route.upstream)
         release = self._gate.admit(config.server.admission, client.name, client.admission).release
         return Decision(
             client.name,
@@ -295,6 +330,7 @@ class RelayResource(Resource):
             reader,
             lookup,
             translation is not None and translation.shows_etag,
+            route.name,
         )
 
     def _object_read(
@@ -337,6 +373,40 @@ class RelayResource(Resource):
             head, part_head, original, sign_read, self._monitor.metrics.decryption_failed,
         )
 
+    def _bucket_lists(
+        self,
+        config: Config,
+        client: ClientKey,
+        pairs: Sequence[tuple[bytes, bytes]],
+        query_names: Collection[bytes],
+    ) -> tuple[BucketLists, Rewrite]:
+        """ListBuckets of every upstream, merged into the default's answer."""
+        assert config.routes is not None
+        if b"continuation-token" in query_names:
+            raise S3Error("NotImplemented", "ListBuckets pages are not supported across "
+                          "several upstreams.", 501, "ListBuckets continuation-token")
+        allowed = client.policy.bucket_allowed if client.policy.buckets is not None else None
+
+        def visible(bucket: str, upstream: str) -> bool:
+            return config.route(bucket).name == upstream and (allowed is None or allowed(bucket))
+
+        named = config.routes.named
+        requests = {
+            name: build_upstream_request(
+                "GET", Target(None, b"", False), b"", False, {}, NO_BODY,
+                self._credentials.for_client(config, client, route), route.upstream,
+                self._now(), self._keys, decoded_query=pairs,
+            )
+            for name, route in named.items()
+        }
+        lists = BucketLists(requests, self._agent, visible)
+
+        def merged(document: bytes) -> bytes:
+            own = filter_buckets(document, partial(visible, upstream=DEFAULT))
+            return merge_buckets(own, lists.documents)
+
+        return lists, Rewrite(merged, MAX_LIST_BUCKETS_BYTES)
+
     def _parts_check(
         self, query: Mapping[bytes, bytes], plan: BodyPlan, sign: Callable[..., UpstreamRequest]
     ) -> PartsCheck:
@@ -370,9 +440,10 @@ class RelayResource(Resource):
                 "no [server] preflight_credentials and no [anonymous] to sign preflights with"
             )
         record.client = client.name
+        route = config.route(target.bucket)
         upstream = build_upstream_request(
             "OPTIONS", target, b"", True, headers, NO_BODY,
-            self._credentials.for_client(config, client), config.upstream, self._now(),
+            self._credentials.for_client(config, client, route), route.upstream, self._now(),
             self._keys, decoded_query=pairs,
         )
         release = self._gate.admit(config.server.admission, client.name, OPEN_CLIENT).release
@@ -380,6 +451,7 @@ class RelayResource(Resource):
             client.name, target, Operation(cors.PREFLIGHT, None), NO_BODY,
             PlainBody(PayloadChecker(EMPTY_SHA256, None, {})),
             upstream, None, release, config.server.limits.first_byte_timeout,
+            route=route.name,
         )
 
     def _upload_check(
@@ -388,7 +460,7 @@ class RelayResource(Resource):
         counts: Mapping[bytes, int],
         query: Mapping[bytes, bytes],
         credentials: CredentialSet,
-        config: Config,
+        upstream: UpstreamConfig,
     ) -> UploadCheck:
         """The check that the request's upload id is the upstream's for its key."""
         upload_id = query.get(b"uploadId")
@@ -405,7 +477,7 @@ class RelayResource(Resource):
                 pairs += [(b"key-marker", markers[0].encode("utf-8", "surrogateescape")),
                           (b"upload-id-marker", markers[1].encode("utf-8", "surrogateescape"))]
             return build_upstream_request(
-                "GET", bucket, b"", False, {}, NO_BODY, credentials, config.upstream,
+                "GET", bucket, b"", False, {}, NO_BODY, credentials, upstream,
                 self._now(), self._keys, decoded_query=pairs,
             )
 

@@ -30,6 +30,8 @@ from s3relay.ops.reload import Reloader
 from s3relay.ops.systemd import Listeners, StoppingNotifier, sd_notify
 from s3relay.outcome import Monitor
 from s3relay.upstream.agent import BufferBudget, libc_malloc_trim, make_agent
+from s3relay.upstream.pools import UpstreamAgents
+from s3relay.upstream.routes import DEFAULT
 from s3relay.workers.link import WorkerLink, worker_endpoint
 
 log = Logger(namespace="s3relay")
@@ -82,10 +84,13 @@ class RelayService(MultiService):
         listening: Listening,
     ) -> None:
         super().__init__()
-        if config.upstream.insecure:
+        assert config.routes is not None
+        insecure = [route for route in config.routes.all() if route.upstream.insecure]
+        for route in insecure:
             log.warn(
-                "INSECURE: [upstream] insecure = yes: the certificate of {url} is not checked",
-                url=config.upstream.url,
+                "INSECURE: [{section}] insecure = yes: the certificate of {url} is not checked",
+                section="upstream" if route.name == DEFAULT else f"upstream:{route.name}",
+                url=route.upstream.url,
             )
         notify = listening.notify
         monitor = Monitor(metrics, UpstreamHealth(reactor.seconds), reactor,
@@ -96,7 +101,10 @@ class RelayService(MultiService):
             lambda: reactor.callWhenRunning(notify, b"READY=1\nSTATUS=listening")
         )
         connect_timeout = config.server.limits.connect_timeout
-        agent = make_agent(reactor, config.upstream, connect_timeout, monitor.buffers)
+        agent = UpstreamAgents(
+            lambda upstream: make_agent(reactor, upstream, connect_timeout, monitor.buffers),
+            config.routes,
+        )
         credentials = CredentialProviders(
             config,
             SourceWorld(
@@ -117,9 +125,9 @@ class RelayService(MultiService):
         listener_tls.log_served()
         readiness = Readiness()
         readiness.add("listening", lambda: (listeners.ready, "all listeners bound"))
-        readiness.add("upstream", monitor.health.check)
+        readiness.add("upstream", lambda: monitor.upstreams_check(lambda: list(agent)))
         readiness.add("credentials", credentials.check)
-        if config.upstream.insecure:
+        if insecure:
             readiness.add("upstream-tls", lambda: (True, "INSECURE: certificate not checked"))
         if listening.link is not None:  # the supervisor's /readyz asks for these
             listening.link.readiness = readiness

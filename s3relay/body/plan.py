@@ -14,6 +14,7 @@ the body's last bytes until it has returned.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
@@ -237,3 +238,21 @@ def plan_body(
         upstream_headers["content-encoding"] = ",".join(other_encodings)
     plan = BodyPlan(decoded_length, sigv4.UNSIGNED_PAYLOAD, upstream_headers)
     return plan, DecodedBody(decoder, checker, None, None)
+
+
+class RelayBody:
+    """A body the relay writes itself in place of a client's empty one."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def feed(self, data: bytes) -> bytes:
+        return b""
+
+    def finish(self) -> bytes:
+        return self._body
+
+
+def relay_body(body: bytes) -> tuple[BodyPlan, BodyFilter]:
+    """The plan and filter of ``body``, sent for a request that had none."""
+    return BodyPlan(len(body), hashlib.sha256(body).hexdigest(), {}), RelayBody(body)

@@ -35,6 +35,7 @@ from twisted.web.iweb import IAgent
 
 from s3relay.compat import HTTP11ClientFactory, use_client_factory
 from s3relay.config import SELF, ClientKey, Config
+from s3relay.upstream.routes import Route
 from s3relay.credentials import sources as credsources
 from s3relay.credentials.answers import Fetched, SourceError
 from s3relay.credentials.base import SetProvider, unavailable
@@ -140,22 +141,30 @@ class CredentialProviders(Service):
         provider = self._providers.get(name)
         return provider.current() if provider is not None else None
 
-    def for_client(self, config: Config, client: ClientKey) -> CredentialSet:
-        """The credentials that re-sign ``client``'s request, or a 503 S3Error.
+    def for_client(
+        self, config: Config, client: ClientKey, route: Route | None = None
+    ) -> CredentialSet:
+        """The credentials that re-sign ``client``'s request to ``route`` (the
+        default upstream if None), or a 503 S3Error.
 
         ``config`` is the one the request runs under; the sets are this
         registry's, which a reload changes in the same reactor turn.
         """
-        if client.credentials == SELF:
+        name = config.credential_set(client, route or config.route(None))
+        if name == SELF:
             return own_key(client)
-        provider = self._providers.get(client.credentials)
+        provider = self._providers.get(name)
         if provider is None:
-            raise unavailable(client.credentials)
+            raise unavailable(name)
         return provider.require()
 
     def check(self) -> tuple[bool, str]:
         """Readiness: every set a client uses has valid credentials."""
-        used = {c.credentials for c in self._config.clients.values()}
+        config = self._config
+        used = {c.credentials for c in config.clients.values()}
+        used.update(n for c in config.clients.values() for n in c.upstream_credentials.values())
+        if config.routes is not None:
+            used.update(r.credentials for r in config.routes.named.values() if r.credentials)
         details, ok = [], True
         for name, provider in sorted(self._providers.items()):
             if name not in used:

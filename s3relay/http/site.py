@@ -5,7 +5,7 @@ the connection count they are admitted against (this process's share of
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
@@ -77,7 +77,7 @@ class RelaySite(Site):
 
 def make_site(
     config: Config,
-    agent: IAgent,
+    agent: IAgent | Mapping[str, IAgent],
     reactor: IReactorTime,
     monitor: Monitor,
     credentials: CredentialProviders,

@@ -132,14 +132,16 @@ class RelayMetrics:
         )
         self._upstream_latency = Histogram(
             "s3relay_upstream_latency_seconds",
-            "Time from starting an upstream request to its response headers.",
+            "Time from starting an upstream request to its response headers, by upstream "
+            "([upstream] is 'default', [upstream:NAME] is NAME).",
+            ["upstream"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self._upstream_errors = Counter(
             "s3relay_upstream_errors",
-            "Upstream requests that got no (complete) response, by kind of failure.",
-            ["kind"],
+            "Upstream requests that got no (complete) response, by kind of failure and upstream.",
+            ["kind", "upstream"],
             registry=r,
         )
         self._refusals = Counter(
@@ -241,16 +243,16 @@ class RelayMetrics:
     def connection_closed(self) -> None:
         self._open_connections.dec()
 
-    def upstream_response(self, duration: float) -> None:
+    def upstream_response(self, duration: float, upstream: str = "default") -> None:
         """The upstream's response headers arrived ``duration`` seconds after the
         request started (for a PUT that includes sending the body)."""
-        self._upstream_latency.observe(max(duration, 0.0))
+        self._upstream_latency.labels(upstream).observe(max(duration, 0.0))
 
-    def upstream_error(self, kind: str) -> None:
+    def upstream_error(self, kind: str, upstream: str = "default") -> None:
         """An upstream request failed: ``kind`` is a short word such as
         ``connect``, ``dns``, ``timeout``, ``tls``, ``response``, ``body``,
         ``retried`` (a connection died unanswered and the request went again)."""
-        self._upstream_errors.labels(self._kind(kind)).inc()
+        self._upstream_errors.labels(self._kind(kind), upstream).inc()
 
     def refused(self, code: str) -> None:
         """The relay refused a request with S3 error ``code`` (in addition to

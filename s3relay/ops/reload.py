@@ -23,6 +23,7 @@ from s3relay.config import Config, ConfigError, UpstreamConfig, load_config
 from s3relay.credentials.service import CredentialProviders
 from s3relay.http.site import RelaySite
 from s3relay.listen.endpoints import ListenerTls
+from s3relay.upstream.pools import UpstreamAgents
 
 log = Logger(namespace="s3relay")
 
@@ -33,7 +34,7 @@ class Reloader(Service):
         path: str,
         config: Config,
         site: RelaySite,
-        agent: IAgent,
+        agent: IAgent | UpstreamAgents,
         make_agent: Callable[[UpstreamConfig], IAgent],
         reactor: Any,
         notify: Callable[[bytes], object],
@@ -80,7 +81,10 @@ class Reloader(Service):
                 old.metrics_listen,
             ):
                 log.warn("reload: listener changes take effect at the next restart")
-            if config.upstream != old.upstream:
+            if isinstance(self._agent, UpstreamAgents):
+                if config.routes is not None:  # new Agents for new or changed upstreams
+                    self._agent.update(config.routes)
+            elif config.upstream != old.upstream:
                 self._agent = self._make_agent(config.upstream)
             if self._credentials is not None:
                 self._credentials.reconfigure(config)
@@ -91,11 +95,17 @@ class Reloader(Service):
             if swap_tls is not None:
                 swap_tls()
             log.info(
-                "reloaded {path}: {clients} client keys, upstream {url}",
+                "reloaded {path}: {clients} client keys, upstream {url}{more}",
                 path=self._path,
                 clients=len(config.clients),
                 url=config.upstream.url,
+                more=_named(config),
             )
             return True
         finally:
             self._notify(b"READY=1")
+
+
+def _named(config: Config) -> str:
+    named = config.routes.named if config.routes is not None else {}
+    return "".join(f", {name} {route.upstream.url}" for name, route in named.items())

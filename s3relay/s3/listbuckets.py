@@ -16,7 +16,8 @@ Pure, stdlib only.
 
 from __future__ import annotations
 
-from typing import Callable, NoReturn
+import re
+from typing import Callable, NoReturn, Sequence
 from xml.parsers import expat
 
 from s3relay.s3.errors import S3Error
@@ -96,3 +97,22 @@ def filter_buckets(document: bytes, allowed: Callable[[str], bool]) -> bytes:
         position = close
     out.append(document[position:])
     return b"".join(out)
+
+
+_BUCKET = re.compile(rb"<Bucket>.*?<Name>(.*?)</Name>.*?</Bucket>", re.DOTALL)
+_BUCKETS = re.compile(rb"<Buckets>.*?</Buckets>|<Buckets\s*/>", re.DOTALL)
+
+
+def merge_buckets(document: bytes, others: Sequence[bytes]) -> bytes:
+    """``document`` with the ``<Bucket>`` entries of ``others`` (each already
+    read by ``filter_buckets``) among its own, in S3's order: by name."""
+    entries = [
+        (match.group(1), match.group(0))
+        for doc in (document, *others)
+        for match in _BUCKET.finditer(doc)
+    ]
+    entries.sort(key=lambda entry: entry[0])
+    merged = b"<Buckets>%s</Buckets>" % b"".join(element for _, element in entries)
+    if _BUCKETS.search(document) is None:
+        raise _internal("no <Buckets> element to merge into")
+    return _BUCKETS.sub(lambda _: merged, document, count=1)

@@ -60,7 +60,7 @@ def test_metrics_count_real_traffic(watched: tuple[harness.Relay, str], bucket: 
     assert got[("s3relay_refusals_total", (("code", "SignatureDoesNotMatch"),))] == 1
     assert got[("s3relay_received_bytes_total", ())] >= 2000
     assert got[("s3relay_requests_in_flight", ())] == 0
-    assert got[("s3relay_upstream_latency_seconds_count", ())] == 3
+    assert got[("s3relay_upstream_latency_seconds_count", (("upstream", "default"),))] == 3
     text = requests.get(f"{management}/metrics", timeout=10).text
     assert CLIENT_KEY[0] not in text and bucket not in text  # no keys or names in labels
 
@@ -87,7 +87,8 @@ def test_readiness_fails_while_upstream_is_unreachable(
         assert body["checks"]["upstream"]["ok"] is False
         assert "unreachable" in body["checks"]["upstream"]["detail"]
         got = samples(management)
-        errors = got[("s3relay_upstream_errors_total", (("kind", "connect"),))]
+        labels = (("kind", "connect"), ("upstream", "default"))
+        errors = got[("s3relay_upstream_errors_total", labels)]
         assert errors >= 1  # botocore may have retried
         assert errors == got[("s3relay_refusals_total", (("code", "ServiceUnavailable"),))]
     finally:

@@ -27,6 +27,7 @@ PURE = (
     "s3relay.http.limits",
     "s3relay.http.target",
     "s3relay.upstream.forward",
+    "s3relay.upstream.routes",
     "s3relay.upstream.settings",
     "s3relay.upstream.transforms",
     "s3relay.crypt.keys",

@@ -228,11 +228,14 @@ def test_connections_upstream_refusals_and_tls() -> None:
     assert value(m, certificate, listener="client") == 1_800_000_000.0
     assert value(m, "s3relay_open_connections") == 2
     assert value(m, "s3relay_connections_total") == 3
-    assert value(m, "s3relay_upstream_latency_seconds_count") == 1
-    assert value(m, "s3relay_upstream_latency_seconds_bucket", le="0.25") == 0
-    assert value(m, "s3relay_upstream_latency_seconds_bucket", le="0.5") == 1
-    assert value(m, "s3relay_upstream_errors_total", kind="connect") == 2
-    assert value(m, "s3relay_upstream_errors_total", kind="timeout") == 1
+    m.upstream_error("connect", "west")
+    default = {"upstream": "default"}
+    assert value(m, "s3relay_upstream_latency_seconds_count", **default) == 1
+    assert value(m, "s3relay_upstream_latency_seconds_bucket", le="0.25", **default) == 0
+    assert value(m, "s3relay_upstream_latency_seconds_bucket", le="0.5", **default) == 1
+    assert value(m, "s3relay_upstream_errors_total", kind="connect", **default) == 2
+    assert value(m, "s3relay_upstream_errors_total", kind="timeout", **default) == 1
+    assert value(m, "s3relay_upstream_errors_total", kind="connect", upstream="west") == 1
     assert value(m, "s3relay_refusals_total", code="SignatureDoesNotMatch") == 1
     assert value(m, "s3relay_refusals_total", code="AccessDenied") == 2
     assert value(m, "s3relay_tls_handshake_failures_total") == 1
