@@ -91,7 +91,7 @@ def test_objects_land_where_the_bucket_routes(relay: harness.Relay, s3: harness.
 
 
 def test_list_buckets_is_the_union(relay: harness.Relay, s3: harness.S3Server,
-                                   west: harness.S3Server, tmp_path: Path) -> None:
+                                   west: harness.S3Server) -> None:
     west.client().create_bucket(Bucket="archive-west")
     west.client().create_bucket(Bucket="stray-on-west")  # not routed there: not listed
     s3.client().create_bucket(Bucket="west-stray-at-home")  # routed west: not listed
@@ -100,8 +100,14 @@ def test_list_buckets_is_the_union(relay: harness.Relay, s3: harness.S3Server,
     assert {"archive-west", "aaa-home"} <= set(listed)
     assert "stray-on-west" not in listed and "west-stray-at-home" not in listed
     assert listed == sorted(listed)
+
+
+def test_aws_cli_lists_the_union(relay: harness.Relay, s3: harness.S3Server,
+                                 west: harness.S3Server, tmp_path: Path) -> None:
+    west.client().create_bucket(Bucket="west-cli")
+    s3.client().create_bucket(Bucket="home-cli")
     cli = ok(aws(relay, aws_env(tmp_path), "s3", "ls")).stdout
-    assert "archive-west" in cli and "aaa-home" in cli
+    assert "west-cli" in cli and "home-cli" in cli
 
 
 def test_copy_across_upstreams_is_refused(relay: harness.Relay, s3: harness.S3Server,
