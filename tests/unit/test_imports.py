@@ -158,3 +158,18 @@ def test_pure_modules_import_no_twisted_runtime(pure: str) -> None:
                 assert not node.module.startswith("twisted.web"), (name, node.module)
         impure = {m for m in edges[name] if not any(m == p or m.startswith(p + ".") for p in PURE)}
         assert not impure, f"{name} imports {sorted(impure)}, which are not pure"
+
+
+def test_every_subpackage_is_packaged() -> None:
+    """setup.cfg names packages one by one: a new subpackage left out of it
+    installs from a checkout but is missing from the wheel and the .deb."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(PACKAGE.parent / "setup.cfg")
+    listed = set(setup["options"]["packages"].split())
+    found = {
+        ".".join(init.parent.relative_to(PACKAGE.parent).parts)
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
