@@ -39,9 +39,13 @@ def _context(part: int, index: int, last: bool) -> bytes:
 
 class _Held:
     """Bytes held as they came, taken in fixed sizes with as few copies as
-    can be: a copy per step costs as much as the cipher itself."""
+    can be: a copy per step costs as much as the cipher itself.  With
+    ``views``, what is taken may be a memoryview into what came."""
 
-    def __init__(self) -> None:
+    def __init__(self, views: bool) -> None:
+        self._views = views
+        self._buffer = b""
+        self._offset = 0
         self._pieces: list[bytes] = []
         self.size = 0
 
@@ -50,19 +54,22 @@ class _Held:
             self._pieces.append(data)
             self.size += len(data)
 
-    def take(self, size: int) -> bytes:
+    def take(self, size: int) -> bytes | memoryview:
         """The first ``size`` bytes held (all of them when fewer)."""
-        pieces = self._pieces
-        first = pieces[0] if pieces else b""
-        if len(first) == size or len(pieces) <= 1 and len(first) < size:
-            taken = first
-            del pieces[:1]
-        else:
-            joined = b"".join(pieces)
-            taken, rest = joined[:size], joined[size:]
-            pieces[:] = [rest] if rest else []
-        self.size -= len(taken)
-        return taken
+        if len(self._buffer) - self._offset < size and self._pieces:
+            if self._offset == len(self._buffer) and len(self._pieces[0]) >= size:
+                self._buffer = self._pieces.pop(0)  # whole segments straight from the piece
+            else:
+                self._buffer = b"".join([memoryview(self._buffer)[self._offset:], *self._pieces])
+                self._pieces = []
+            self._offset = 0
+        start = self._offset
+        end = self._offset = min(start + size, len(self._buffer))
+        self.size -= end - start
+        if start == 0 and end == len(self._buffer):
+            return self._buffer
+        piece = memoryview(self._buffer)[start:end]
+        return piece if self._views else bytes(piece)
 
 
 def _takes_views(aead: AESGCM) -> bool:
@@ -92,7 +99,7 @@ class Sealer:
         self._part = part
         self._nonces = nonces
         #: Plaintext not sealed yet.
-        self._held = _Held()
+        self._held = _Held(_takes_views(self._aead))
         self._index = 0
 
     def feed(self, data: bytes) -> bytes:
@@ -107,7 +114,7 @@ class Sealer:
     def finish(self) -> bytes:
         return b"".join(self._seal(self._held.take(SEGMENT), last=True))
 
-    def _seal(self, plaintext: bytes, last: bool) -> tuple[bytes, bytes]:
+    def _seal(self, plaintext: bytes | memoryview, last: bool) -> tuple[bytes, bytes]:
         nonce = self._nonces(NONCE)
         sealed = self._aead.encrypt(nonce, plaintext, _context(self._part, self._index, last))
         self._index += 1
@@ -141,8 +148,7 @@ class Opener:
         self._skip = skip
         self._left = length
         #: Stored bytes not opened yet.
-        self._held = _Held()
-        self._views = _takes_views(self._aead)
+        self._held = _Held(_takes_views(self._aead))
 
     def feed(self, data: bytes) -> bytes:
         held = self._held
@@ -167,7 +173,7 @@ class Opener:
         part, within = divmod(index, self._per_part)
         return part + 1, within, ends_object or within == self._per_part - 1
 
-    def _open(self, stored: bytes) -> bytes:
+    def _open(self, stored: bytes | memoryview) -> bytes:
         index = self._index
         if index >= self._end:
             raise DecryptionFailed(f"stored object has more than {self._end} segments")
@@ -175,8 +181,9 @@ class Opener:
             raise DecryptionFailed(f"segment {index} is {len(stored)} bytes, too short")
         part, within, last = self._place(index)
         try:
-            sealed = memoryview(stored)[NONCE:] if self._views else stored[NONCE:]
-            plaintext = self._aead.decrypt(stored[:NONCE], sealed, _context(part, within, last))
+            plaintext = self._aead.decrypt(
+                bytes(stored[:NONCE]), stored[NONCE:], _context(part, within, last)
+            )
         except InvalidTag:
             raise DecryptionFailed(f"segment {index} does not authenticate") from None
         if index < self._total - 1 and len(plaintext) != SEGMENT:
