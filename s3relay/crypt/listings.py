@@ -27,8 +27,14 @@ _SIZE = re.compile(rb"<Size>(\d+)</Size>")
 _ETAG = re.compile(rb"<ETag>(&quot;|&#34;|\")?([0-9a-fA-F]{32})(&quot;|&#34;|\")?</ETag>")
 
 
-def shown_etags(entry: bytes) -> bytes:
-    """An entry's MD5 ETag as clients see it (``etags.shown``)."""
+def plaintext_entry(entry: bytes) -> bytes | None:
+    """A listed object's or part's elements with its plaintext size and the
+    ETag clients see (``etags.shown``); None if no sealed object is that long."""
+    found = _SIZE.search(entry)
+    plain = plaintext_size(int(found.group(1))) if found else None
+    if found is None or plain is None:
+        return None
+    entry = b"%s<Size>%d</Size>%s" % (entry[:found.start()], plain, entry[found.end():])
     return _ETAG.sub(lambda m: b"<ETag>%s%s-0%s</ETag>" % (
         m.group(1) or b"", m.group(2), m.group(3) or b""), entry, count=1)
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
@@ -65,12 +71,10 @@ def plaintext_listing(body: bytes, prefixes: Sequence[bytes]) -> bytes:
         if not any(raw_key.startswith(p) for p in prefixes):
             return match.group(0)
 
-        found = _SIZE.search(inner)
-        plain = plaintext_size(int(found.group(1))) if found else None
-        if found is None or plain is None:
+        plain = plaintext_entry(inner)
+        if plain is None:
             return match.group(0)  # not an object the relay encrypted
-        inner = b"%s<Size>%d</Size>%s" % (inner[:found.start()], plain, inner[found.end():])
         tag = match.group(1)
-        return b"<%s>%s</%s>" % (tag, shown_etags(inner), tag)
+        return b"<%s>%s</%s>" % (tag, plain, tag)
 
     return _ENTRY.sub(entry, body)

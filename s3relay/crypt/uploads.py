@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 from s3relay.body.plan import BodyFilter
 from s3relay.crypt.etags import stored
 from s3relay.crypt.layout import SEGMENT, plaintext_size
-from s3relay.crypt.listings import shown_etags
+from s3relay.crypt.listings import plaintext_entry
 from s3relay.s3.errors import S3Error
 from s3relay.s3.safexml import S3_NS, Unreadable, read_xml
 
@@ -34,7 +34,6 @@ MAX_PARTS = 10_000
 
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]*)</UploadId>")
 _PART = re.compile(rb"<Part>(.*?)</Part>", re.DOTALL)
-_SIZE = re.compile(rb"<Size>(\d+)</Size>")
 
 
 def with_client_upload_id(body: bytes, client_id: Callable[[str], str]) -> bytes:
@@ -49,13 +48,8 @@ def plaintext_parts(body: bytes) -> bytes:
     """A ListParts answer with each part's plaintext size and shown ETag."""
 
     def part(match: re.Match[bytes]) -> bytes:
-        inner = match.group(1)
-        found = _SIZE.search(inner)
-        plain = plaintext_size(int(found.group(1))) if found else None
-        if found is None or plain is None:
-            return match.group(0)  # not a part the relay sealed
-        inner = b"%s<Size>%d</Size>%s" % (inner[:found.start()], plain, inner[found.end():])
-        return b"<Part>%s</Part>" % shown_etags(inner)
+        plain = plaintext_entry(match.group(1))
+        return match.group(0) if plain is None else b"<Part>%s</Part>" % plain  # unsealed: as is
 
     return _PART.sub(part, body)
 
