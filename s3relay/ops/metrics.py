@@ -21,6 +21,7 @@ its own clock and passes seconds.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -138,6 +139,8 @@ class RelayMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        #: The latency histogram's child by upstream name (a few, from the config).
+        self._latency_of: dict[str, Any] = {}
         self._upstream_errors = Counter(
             "s3relay_upstream_errors",
             "Upstream requests that got no (complete) response, by kind of failure and upstream.",
@@ -246,7 +249,10 @@ class RelayMetrics:
     def upstream_response(self, duration: float, upstream: str = "default") -> None:
         """The upstream's response headers arrived ``duration`` seconds after the
         request started (for a PUT that includes sending the body)."""
-        self._upstream_latency.labels(upstream).observe(max(duration, 0.0))
+        child = self._latency_of.get(upstream)
+        if child is None:  # labels() costs more than the observation, every request
+            child = self._latency_of[upstream] = self._upstream_latency.labels(upstream)
+        child.observe(max(duration, 0.0))
 
     def upstream_error(self, kind: str, upstream: str = "default") -> None:
         """An upstream request failed: ``kind`` is a short word such as
